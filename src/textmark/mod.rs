@@ -1,5 +1,7 @@
 //! Keyed text watermarks applied inside the sampler, and their exact detection.
 
+pub mod sampling;
+
 use crate::detect::KeyTest;
 use crate::registry::Registry;
 
