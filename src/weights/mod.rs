@@ -148,7 +148,7 @@ pub fn sniff(bytes: &[u8]) -> Option<WeightFormat> {
         let mut a = [0u8; 8];
         a.copy_from_slice(&bytes[..8]);
         let n = u64::from_le_bytes(a);
-        if n <= safetensors::MAX_HEADER_LEN && n >= 2 && bytes[8] == b'{' {
+        if (2..=safetensors::MAX_HEADER_LEN).contains(&n) && bytes[8] == b'{' {
             return Some(WeightFormat::Safetensors);
         }
     }
