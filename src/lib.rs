@@ -18,6 +18,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod fsutil;
 pub mod registry;
+pub mod signing;
 pub mod stats;
 pub mod textmark;
 pub mod weights;

@@ -1,17 +1,57 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use hallmark::fsutil::{write_atomic, WriteMode};
+use hallmark::signing::{KeyAlg, SigningKey};
+
 /// `hallmark keygen`
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Output prefix: writes PREFIX.key and PREFIX.pub.
     #[arg(long)]
     pub out: PathBuf,
-    /// Signature algorithm.
+    /// Signature algorithm (model_signing accepts only p256 keys).
     #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "p256"])]
     pub alg: String,
 }
 
-pub fn run(_a: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("keygen is not built yet")
+fn with_ext(prefix: &std::path::Path, ext: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let alg = if a.alg == "p256" {
+        KeyAlg::P256
+    } else {
+        KeyAlg::Ed25519
+    };
+    let key_path = with_ext(&a.out, ".key");
+    let pub_path = with_ext(&a.out, ".pub");
+    // Refuse before writing anything, so a half-made pair is never left behind.
+    for p in [&key_path, &pub_path] {
+        if p.symlink_metadata().is_ok() {
+            anyhow::bail!("{} already exists; refusing to overwrite it", p.display());
+        }
+    }
+    let key = SigningKey::generate(alg);
+    let pem = key.to_pkcs8_pem()?;
+    write_atomic(&key_path, pem.as_bytes(), WriteMode::Secret)
+        .with_context(|| format!("writing {}", key_path.display()))?;
+    let public = key.verifying_key();
+    write_atomic(
+        &pub_path,
+        public.to_pem().as_bytes(),
+        WriteMode::PublicNoClobber,
+    )
+    .with_context(|| format!("writing {}", pub_path.display()))?;
+    println!(
+        "{}: private key ({}, mode 0600)",
+        key_path.display(),
+        alg.name()
+    );
+    println!("{}: public key, hint {}", pub_path.display(), public.hint());
+    Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ mod fingerprint;
 mod generate;
 mod keygen;
 mod mark;
+mod progress;
 mod register;
 mod sign;
 mod verify;

@@ -1,6 +1,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use hallmark::fsutil::{write_atomic, WriteMode};
+use hallmark::signing::{self, HashType, SignOptions, SigningKey};
+use zeroize::Zeroizing;
+
 /// `hallmark sign`
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -18,8 +23,73 @@ pub struct Args {
     /// Paths (relative to MODEL) to leave out.
     #[arg(long = "ignore")]
     pub ignore: Vec<PathBuf>,
+    /// File digest: blake3 (fast), or sha256 for verifiers that only hash SHA-256 (such as
+    /// model_signing's `verify key` command).
+    #[arg(long = "hash", default_value = "blake3", value_parser = ["blake3", "sha256"])]
+    pub hash: String,
 }
 
-pub fn run(_a: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("sign is not built yet")
+/// Read a private key file; its text is zeroized when dropped.
+pub fn read_private_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    anyhow::ensure!(
+        meta.len() <= 64 * 1024,
+        "{}: too large for a key file",
+        path.display()
+    );
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?,
+    );
+    SigningKey::from_pem(&text).with_context(|| format!("{}", path.display()))
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let key = read_private_key(&a.key)?;
+    let sig = a
+        .sig
+        .clone()
+        .unwrap_or_else(|| signing::sign::default_sig_path(&a.model));
+    let mut ignore = Vec::new();
+    for p in &a.ignore {
+        // Accept paths relative to MODEL, or absolute/cwd-relative paths inside it.
+        let rel = match std::fs::canonicalize(p)
+            .ok()
+            .zip(std::fs::canonicalize(&a.model).ok())
+            .and_then(|(full, root)| full.strip_prefix(&root).ok().map(|r| r.to_path_buf()))
+        {
+            Some(r) if p.is_absolute() => r,
+            _ => p.clone(),
+        };
+        let s = rel
+            .to_str()
+            .with_context(|| format!("{}: not valid UTF-8", p.display()))?;
+        ignore.push(s.replace('\\', "/"));
+    }
+    let opts = SignOptions {
+        hash_type: HashType::from_name(&a.hash).unwrap_or(HashType::Blake3),
+        allow_symlinks: a.allow_symlinks,
+        ignore,
+        sig_path: Some(sig.clone()),
+    };
+    let bar = super::progress::bar(&a.model);
+    let bundle = signing::sign_model(&a.model, &key, &opts, &|n| bar.inc(n))?;
+    bar.finish_and_clear();
+    write_atomic(&sig, &bundle.to_json(), WriteMode::Public)
+        .with_context(|| format!("writing {}", sig.display()))?;
+    let st = signing::statement::Statement::from_payload(&bundle.payload)?;
+    let tensors: usize = st
+        .tensors
+        .as_ref()
+        .map(|m| m.files.iter().map(|f| f.tensors.len()).sum())
+        .unwrap_or(0);
+    println!(
+        "{}: signed {} file(s), {} tensor(s), {} with {} key {}",
+        sig.display(),
+        st.resources.len(),
+        tensors,
+        st.serialization.hash_type.name(),
+        key.alg().name(),
+        key.verifying_key().hint()
+    );
+    Ok(ExitCode::SUCCESS)
 }

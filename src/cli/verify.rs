@@ -1,5 +1,9 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
+use hallmark::signing::{self, FileStatus, ModelReport, VerifyingKey};
+use serde_json::json;
 
 /// `hallmark verify`
 #[derive(clap::Args, Debug)]
@@ -20,6 +24,161 @@ pub struct Args {
     pub tensors: Vec<String>,
 }
 
-pub fn run(_a: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("verify is not built yet")
+fn read_capped(path: &Path, cap: u64) -> anyhow::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    anyhow::ensure!(meta.is_file(), "{}: not a regular file", path.display());
+    anyhow::ensure!(
+        meta.len() <= cap,
+        "{}: larger than {} bytes",
+        path.display(),
+        cap
+    );
+    std::fs::read(path).with_context(|| format!("{}", path.display()))
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let pem = read_capped(&a.public, 64 * 1024)?;
+    let key = VerifyingKey::from_pem(&String::from_utf8_lossy(&pem))
+        .with_context(|| format!("{}", a.public.display()))?;
+    let sig = a
+        .sig
+        .clone()
+        .unwrap_or_else(|| signing::sign::default_sig_path(&a.model));
+    let bundle = read_capped(&sig, signing::bundle::MAX_BUNDLE_LEN)?;
+    anyhow::ensure!(
+        a.model.symlink_metadata().is_ok(),
+        "{}: no such file or directory",
+        a.model.display()
+    );
+    let display = |name: &str| -> String {
+        if name == "." {
+            a.model.display().to_string()
+        } else {
+            name.to_string()
+        }
+    };
+
+    let verified = match signing::verify_bundle(&bundle, &key) {
+        Ok(v) => v,
+        Err(e) if e.is_invalid_signature() => {
+            if a.json {
+                let v = json!({"model": a.model, "signature": sig, "valid": false, "error": e.to_string()});
+                println!("{v}");
+            } else {
+                println!("{}: FAILED ({e})", a.model.display());
+            }
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    if !a.tensors.is_empty() {
+        let names: Vec<&str> = a.tensors.iter().map(String::as_str).collect();
+        let checks = signing::verify_tensors(&a.model, &verified, &names)?;
+        let ok = checks.iter().all(|c| c.ok);
+        if a.json {
+            let v = json!({
+                "model": a.model, "signature": sig, "valid": ok, "key_hint": verified.key_hint(),
+                "partial": true,
+                "tensors": checks.iter().map(|c| json!({
+                    "file": c.file, "name": c.name, "ok": c.ok, "reason": c.reason,
+                })).collect::<Vec<_>>(),
+            });
+            println!("{v}");
+        } else {
+            for c in &checks {
+                match &c.reason {
+                    None => println!("{}: tensor `{}`: OK", display(&c.file), c.name),
+                    Some(r) => println!("{}: tensor `{}`: FAILED ({r})", display(&c.file), c.name),
+                }
+            }
+            super::warn(format_args!(
+                "checked {} tensor(s) only; the rest of the model was not read",
+                checks.len()
+            ));
+        }
+        return Ok(ExitCode::from(if ok { 0 } else { 1 }));
+    }
+
+    let bar = super::progress::bar(&a.model);
+    let report = signing::check_model(&a.model, &verified, Some(&sig), &|n| bar.inc(n));
+    bar.finish_and_clear();
+    let report = report?;
+    let valid = report.is_valid();
+    if a.json {
+        println!(
+            "{}",
+            json_report(&a.model, &sig, verified.key_hint(), &report)
+        );
+    } else {
+        print_report(&report, &display);
+        if valid {
+            println!(
+                "{}: verified {} file(s), {} bytes, {}, key {}",
+                a.model.display(),
+                report.files.len(),
+                report.bytes_hashed,
+                report.hash_type.name(),
+                verified.key_hint()
+            );
+        } else {
+            super::warn(format_args!(
+                "{}: verification FAILED: {} problem(s)",
+                a.model.display(),
+                report.problems().count()
+            ));
+        }
+    }
+    Ok(ExitCode::from(if valid { 0 } else { 1 }))
+}
+
+fn print_report(report: &ModelReport, display: &dyn Fn(&str) -> String) {
+    for f in &report.files {
+        let name = display(&f.name);
+        match &f.status {
+            FileStatus::Ok => println!("{name}: OK"),
+            FileStatus::Missing => println!("{name}: FAILED (missing)"),
+            FileStatus::Extra => println!("{name}: FAILED (extra file, not in the signature)"),
+            FileStatus::Symlink => {
+                println!("{name}: FAILED (symlink; the signature does not allow symlinks)")
+            }
+            FileStatus::Renamed { from } => println!("{name}: FAILED (renamed from {from})"),
+            FileStatus::Changed => {
+                println!("{name}: FAILED (changed)");
+                if f.header_changed {
+                    println!("  header: FAILED");
+                }
+                for t in &f.changed_tensors {
+                    println!("  tensor `{t}`: FAILED");
+                }
+                if f.other_bytes_changed {
+                    println!("  bytes outside the header and tensors: FAILED");
+                }
+            }
+        }
+    }
+}
+
+fn json_report(model: &Path, sig: &Path, hint: &str, r: &ModelReport) -> serde_json::Value {
+    json!({
+        "model": model,
+        "signature": sig,
+        "valid": r.is_valid(),
+        "key_hint": hint,
+        "hash_type": r.hash_type.name(),
+        "bytes_hashed": r.bytes_hashed,
+        "tensor_digests": r.has_tensor_digests,
+        "files": r.files.iter().map(|f| {
+            let mut o = json!({"name": f.name, "status": f.status.label()});
+            if let FileStatus::Renamed { from } = &f.status {
+                o["from"] = json!(from);
+            }
+            if f.status == FileStatus::Changed {
+                o["header_changed"] = json!(f.header_changed);
+                o["changed_tensors"] = json!(f.changed_tensors);
+                o["other_bytes_changed"] = json!(f.other_bytes_changed);
+            }
+            o
+        }).collect::<Vec<_>>(),
+    })
 }

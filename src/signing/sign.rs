@@ -1,0 +1,206 @@
+//! Signing a model: list its files, strictly parse every weight file, hash everything once
+//! (files in parallel, each file multi-threaded), and sign the OMS statement.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::bundle::Bundle;
+use super::hash::{blake3_bytes, hash_file, HashType};
+use super::keys::SigningKey;
+use super::model::{list_files, normalize_ignore, ModelFile};
+use super::statement::{
+    FileTensors, HeaderDigest, Resource, Serialization, Statement, TensorDigest, TensorManifest,
+    DEFAULT_IGNORES, TENSOR_DIGEST,
+};
+use super::{Progress, SigningError};
+use crate::weights::{self, MappedFile, ParsedFile};
+
+/// How to sign.
+#[derive(Clone, Debug)]
+pub struct SignOptions {
+    /// File digest algorithm (BLAKE3 by default; SHA-256 for verifiers that only hash SHA-256,
+    /// such as model_signing's CLI).
+    pub hash_type: HashType,
+    /// Follow symlinks instead of refusing them.
+    pub allow_symlinks: bool,
+    /// Paths to leave out, relative to the model directory.
+    pub ignore: Vec<String>,
+    /// Where the signature will be written; left out of the hashed files when it lies inside
+    /// the model directory.
+    pub sig_path: Option<PathBuf>,
+}
+
+impl Default for SignOptions {
+    fn default() -> Self {
+        Self {
+            hash_type: HashType::Blake3,
+            allow_symlinks: false,
+            ignore: Vec::new(),
+            sig_path: None,
+        }
+    }
+}
+
+/// The default signature path: `MODEL/model.sig` for a directory, `MODEL.sig` beside a file.
+pub fn default_sig_path(model: &Path) -> PathBuf {
+    if model.is_dir() {
+        model.join("model.sig")
+    } else {
+        let mut s = model.as_os_str().to_owned();
+        s.push(".sig");
+        PathBuf::from(s)
+    }
+}
+
+/// The name the statement's subject gets: the model path's final component.
+pub fn subject_name(model: &Path) -> String {
+    let name = model.file_name().map(|n| n.to_string_lossy().into_owned());
+    match name {
+        Some(n) if !n.is_empty() && n != ".." => n,
+        _ => std::fs::canonicalize(model)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into()),
+    }
+}
+
+/// The signature file's path relative to the model directory, if it lies inside it.
+pub(crate) fn sig_relative(model: &Path, sig: Option<&Path>) -> Option<String> {
+    let sig = sig?;
+    if !model.is_dir() {
+        return None;
+    }
+    let root = std::fs::canonicalize(model).ok()?;
+    let parent = sig
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let parent = std::fs::canonicalize(parent).ok()?;
+    let full = parent.join(sig.file_name()?);
+    let rel = full.strip_prefix(&root).ok()?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    Some(parts?.join("/")).filter(|s| !s.is_empty())
+}
+
+/// A file ready to hash: mapped, and parsed when it is a weight file.
+pub(crate) struct Prepared {
+    pub file: ModelFile,
+    pub map: MappedFile,
+    pub parsed: Option<ParsedFile>,
+}
+
+/// Sign `model` with `key`; returns the bundle (the caller writes it).
+///
+/// Every `.safetensors` and `.gguf` file is parsed strictly first: a malformed weight file is an
+/// error and nothing is signed.
+pub fn sign_model(
+    model: &Path,
+    key: &SigningKey,
+    opts: &SignOptions,
+    progress: Progress<'_>,
+) -> Result<Bundle, SigningError> {
+    let mut ignores: Vec<String> = DEFAULT_IGNORES.iter().map(|s| s.to_string()).collect();
+    ignores.extend(opts.ignore.iter().map(|s| normalize_ignore(s)));
+    if let Some(rel) = sig_relative(model, opts.sig_path.as_deref()) {
+        ignores.push(rel);
+    }
+    ignores.sort();
+    ignores.dedup();
+
+    let listing = list_files(model, &ignores, opts.allow_symlinks)?;
+    if let Some(s) = listing.symlinks.first() {
+        return Err(SigningError::Symlink(model.join(s)));
+    }
+    if listing.files.is_empty() {
+        return Err(SigningError::Unsupported(format!(
+            "{}: no files to sign",
+            model.display()
+        )));
+    }
+
+    // Map and strictly parse everything before hashing anything.
+    let prepared = listing
+        .files
+        .into_par_iter()
+        .map(|file| {
+            let map = MappedFile::open(&file.path)?;
+            let parsed = if weights::is_weight_path(&file.path) {
+                Some(
+                    weights::parse(map.bytes()).map_err(|source| SigningError::Malformed {
+                        path: file.path.clone(),
+                        source,
+                    })?,
+                )
+            } else {
+                None
+            };
+            Ok(Prepared { file, map, parsed })
+        })
+        .collect::<Result<Vec<_>, SigningError>>()?;
+
+    let hashed = prepared
+        .par_iter()
+        .map(|p| {
+            let spans: Vec<_> = p
+                .parsed
+                .iter()
+                .flat_map(|pf| pf.tensors.iter().map(|t| t.range.clone()))
+                .collect();
+            let h = hash_file(p.map.bytes(), opts.hash_type, &spans, progress);
+            let header = p.parsed.as_ref().map(|pf| {
+                blake3_bytes(&p.map.bytes()[pf.header.start as usize..pf.header.end as usize])
+            });
+            p.map.ensure_unchanged()?;
+            Ok((h, header))
+        })
+        .collect::<Result<Vec<_>, SigningError>>()?;
+
+    let mut resources = Vec::with_capacity(prepared.len());
+    let mut files = Vec::new();
+    for (p, (h, header)) in prepared.iter().zip(hashed) {
+        resources.push(Resource {
+            name: p.file.name.clone(),
+            algorithm: opts.hash_type,
+            digest: h.file,
+        });
+        if let (Some(pf), Some(hd)) = (&p.parsed, header) {
+            let tensors = pf
+                .tensors
+                .iter()
+                .zip(&h.tensors)
+                .map(|(t, d)| TensorDigest {
+                    name: t.name.clone(),
+                    dtype: t.dtype.name().to_string(),
+                    shape: t.shape.clone(),
+                    range: [t.range.start, t.range.end],
+                    digest: d.map(hex::encode).unwrap_or_default(),
+                })
+                .collect();
+            files.push(FileTensors {
+                name: p.file.name.clone(),
+                format: pf.format,
+                header: HeaderDigest {
+                    range: [pf.header.start, pf.header.end],
+                    blake3: hex::encode(hd),
+                },
+                tensors,
+            });
+        }
+    }
+    let tensors = (!files.is_empty()).then(|| TensorManifest {
+        scheme: TENSOR_DIGEST.to_string(),
+        files,
+    });
+    let statement = Statement::new(
+        subject_name(model),
+        Serialization {
+            hash_type: opts.hash_type,
+            allow_symlinks: opts.allow_symlinks,
+            ignore_paths: ignores,
+        },
+        resources,
+        tensors,
+    );
+    Ok(Bundle::sign(statement.to_payload()?, key))
+}

@@ -1,0 +1,410 @@
+//! Verification, in stages:
+//!
+//! 1. parse the bundle (no cryptography yet);
+//! 2. check the key hint (or `rawBytes`) against the public key;
+//! 3. check a signature over the DSSE PAE bytes;
+//! 4. only then parse the signed payload (types, resources, root digest);
+//! 5. list and hash the model's files and compare, naming every changed, missing, extra or
+//!    renamed file and every changed tensor.
+//!
+//! Steps 1–4 are [`verify_bundle`], which returns a [`VerifiedStatement`] that nothing else can
+//! construct; steps 5 are [`check_model`] (everything) or [`verify_tensors`] (named tensors only).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::bundle::{pae, Bundle, PAYLOAD_TYPE};
+use super::hash::{blake3_bytes, hash_file, tensor_digest, HashType};
+use super::keys::VerifyingKey;
+use super::model::{list_files, normalize_ignore, sort_names};
+use super::sign::sig_relative;
+use super::statement::{FileTensors, Statement, DEFAULT_IGNORES};
+use super::{io_err, Progress, SigningError};
+use crate::weights::MappedFile;
+
+/// A statement whose signature has been checked against a public key. Only [`verify_bundle`]
+/// makes one, so holding one means steps 1–4 passed.
+#[derive(Clone, Debug)]
+pub struct VerifiedStatement {
+    statement: Statement,
+    key_hint: String,
+}
+
+impl VerifiedStatement {
+    /// The signed statement.
+    pub fn statement(&self) -> &Statement {
+        &self.statement
+    }
+    /// The key hint of the public key that verified it.
+    pub fn key_hint(&self) -> &str {
+        &self.key_hint
+    }
+}
+
+/// Steps 1–4: parse the bundle, check the key hint and the signature, parse the payload.
+pub fn verify_bundle(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedStatement, SigningError> {
+    // 1. Parse.
+    let bundle = Bundle::parse(bytes)?;
+    // 2. Key hint.
+    let hint = key.hint();
+    if let Some(h) = &bundle.key_hint {
+        if *h != hint {
+            return Err(SigningError::KeyMismatch { hint: h.clone() });
+        }
+    }
+    if let Some(raw) = &bundle.raw_key {
+        if *raw != key.to_der() {
+            return Err(SigningError::KeyMismatch {
+                hint: "rawBytes".into(),
+            });
+        }
+    }
+    // 3. Signature over PAE.
+    let msg = pae(&bundle.payload_type, &bundle.payload);
+    if !bundle.signatures.iter().any(|s| key.verify(&msg, s)) {
+        return Err(SigningError::BadSignature);
+    }
+    // 4. Payload.
+    if bundle.payload_type != PAYLOAD_TYPE {
+        return Err(SigningError::Unsupported(format!(
+            "payload type `{}`",
+            bundle.payload_type
+        )));
+    }
+    let statement = Statement::from_payload(&bundle.payload)?;
+    Ok(VerifiedStatement {
+        statement,
+        key_hint: hint,
+    })
+}
+
+/// What happened to one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileStatus {
+    /// Present and unchanged.
+    Ok,
+    /// Present with different contents.
+    Changed,
+    /// Signed but absent.
+    Missing,
+    /// Present but not signed.
+    Extra,
+    /// Present under a new name with the contents of the signed file `from` (which is absent).
+    Renamed {
+        /// The signed name.
+        from: String,
+    },
+    /// A symlink, while the signature does not allow symlinks.
+    Symlink,
+}
+
+impl FileStatus {
+    /// A short lowercase label (`ok`, `changed`, ...).
+    pub fn label(&self) -> &'static str {
+        match self {
+            FileStatus::Ok => "ok",
+            FileStatus::Changed => "changed",
+            FileStatus::Missing => "missing",
+            FileStatus::Extra => "extra",
+            FileStatus::Renamed { .. } => "renamed",
+            FileStatus::Symlink => "symlink",
+        }
+    }
+}
+
+/// The result for one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileReport {
+    /// Resource name (relative POSIX path, `.` for a single-file model).
+    pub name: String,
+    /// What happened.
+    pub status: FileStatus,
+    /// For a changed weight file with signed tensor digests: the header differs.
+    pub header_changed: bool,
+    /// For a changed weight file: tensors whose bytes differ (or lie beyond the end of the file).
+    pub changed_tensors: Vec<String>,
+    /// For a changed weight file whose header and tensors all match: other bytes (padding,
+    /// trailing data) changed.
+    pub other_bytes_changed: bool,
+}
+
+/// The result of checking a model against a verified statement.
+#[derive(Clone, Debug)]
+pub struct ModelReport {
+    /// One entry per file, sorted by name.
+    pub files: Vec<FileReport>,
+    /// The digest algorithm used.
+    pub hash_type: HashType,
+    /// Bytes hashed.
+    pub bytes_hashed: u64,
+    /// Whether per-tensor digests were available.
+    pub has_tensor_digests: bool,
+}
+
+impl ModelReport {
+    /// True when every file is [`FileStatus::Ok`].
+    pub fn is_valid(&self) -> bool {
+        self.files.iter().all(|f| f.status == FileStatus::Ok)
+    }
+    /// The files that are not OK.
+    pub fn problems(&self) -> impl Iterator<Item = &FileReport> {
+        self.files.iter().filter(|f| f.status != FileStatus::Ok)
+    }
+}
+
+fn ignores_for(model: &Path, st: &Statement, sig: Option<&Path>) -> Vec<String> {
+    let mut ig: Vec<String> = DEFAULT_IGNORES.iter().map(|s| s.to_string()).collect();
+    ig.extend(
+        st.serialization
+            .ignore_paths
+            .iter()
+            .map(|s| normalize_ignore(s)),
+    );
+    if let Some(rel) = sig_relative(model, sig) {
+        ig.push(rel);
+    }
+    ig
+}
+
+/// Step 5: hash the model's files and compare them with the verified statement.
+///
+/// `sig` is the signature's path, left out of the listing when it lies inside the model.
+pub fn check_model(
+    model: &Path,
+    verified: &VerifiedStatement,
+    sig: Option<&Path>,
+    progress: Progress<'_>,
+) -> Result<ModelReport, SigningError> {
+    let st = &verified.statement;
+    let hash_type = st.serialization.hash_type;
+    let ignores = ignores_for(model, st, sig);
+    let listing = list_files(model, &ignores, st.serialization.allow_symlinks)?;
+    let tensors: HashMap<&str, &FileTensors> = st
+        .tensors
+        .iter()
+        .flat_map(|m| m.files.iter().map(|f| (f.name.as_str(), f)))
+        .collect();
+
+    // Hash every present file, computing signed tensor digests in the same pass.
+    let hashed = listing
+        .files
+        .par_iter()
+        .map(|f| {
+            let map = MappedFile::open(&f.path)?;
+            let ft = tensors.get(f.name.as_str());
+            let spans: Vec<_> = ft
+                .iter()
+                .flat_map(|t| t.tensors.iter().map(|x| x.range[0]..x.range[1]))
+                .collect();
+            let h = hash_file(map.bytes(), hash_type, &spans, progress);
+            let detail = ft.map(|t| tensor_detail(map.bytes(), t, &h.tensors));
+            map.ensure_unchanged()?;
+            Ok((f.name.clone(), h.file, detail, map.len()))
+        })
+        .collect::<Result<Vec<_>, SigningError>>()?;
+
+    let signed: BTreeMap<&str, &[u8]> = st
+        .resources
+        .iter()
+        .map(|r| (r.name.as_str(), r.digest.as_slice()))
+        .collect();
+    let mut reports = Vec::new();
+    let mut present = std::collections::HashSet::new();
+    let mut extras: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut bytes_hashed = 0;
+    for (name, digest, detail, len) in hashed {
+        bytes_hashed += len;
+        present.insert(name.clone());
+        match signed.get(name.as_str()) {
+            None => extras.push((name, digest)),
+            Some(want) if *want == digest.as_slice() => reports.push(FileReport {
+                name,
+                status: FileStatus::Ok,
+                header_changed: false,
+                changed_tensors: vec![],
+                other_bytes_changed: false,
+            }),
+            Some(_) => {
+                let (header_changed, changed_tensors) = detail.unwrap_or((false, vec![]));
+                let other = st.tensors.is_some()
+                    && tensors.contains_key(name.as_str())
+                    && !header_changed
+                    && changed_tensors.is_empty();
+                reports.push(FileReport {
+                    name,
+                    status: FileStatus::Changed,
+                    header_changed,
+                    changed_tensors,
+                    other_bytes_changed: other,
+                })
+            }
+        }
+    }
+    for s in &listing.symlinks {
+        present.insert(s.clone());
+        reports.push(simple(s.clone(), FileStatus::Symlink));
+    }
+    // Missing files; a missing file whose digest an extra file carries was renamed.
+    let mut missing: Vec<&str> = signed
+        .keys()
+        .copied()
+        .filter(|n| !present.contains(*n))
+        .collect();
+    for (name, digest) in extras {
+        let from = missing
+            .iter()
+            .position(|m| signed.get(m).is_some_and(|d| *d == digest.as_slice()));
+        match from {
+            Some(i) => {
+                let from = missing.remove(i).to_string();
+                reports.push(simple(name, FileStatus::Renamed { from }));
+            }
+            None => reports.push(simple(name, FileStatus::Extra)),
+        }
+    }
+    for m in missing {
+        reports.push(simple(m.to_string(), FileStatus::Missing));
+    }
+    sort_names(&mut reports, |r| &r.name);
+    Ok(ModelReport {
+        files: reports,
+        hash_type,
+        bytes_hashed,
+        has_tensor_digests: st.tensors.is_some(),
+    })
+}
+
+fn simple(name: String, status: FileStatus) -> FileReport {
+    FileReport {
+        name,
+        status,
+        header_changed: false,
+        changed_tensors: vec![],
+        other_bytes_changed: false,
+    }
+}
+
+fn header_ok(bytes: &[u8], ft: &FileTensors) -> bool {
+    let [a, b] = ft.header.range;
+    a <= b
+        && b <= bytes.len() as u64
+        && hex::encode(blake3_bytes(&bytes[a as usize..b as usize]))
+            == ft.header.blake3.to_ascii_lowercase()
+}
+
+/// (header changed, names of changed tensors) for a file with signed tensor digests.
+fn tensor_detail(bytes: &[u8], ft: &FileTensors, got: &[Option<[u8; 32]>]) -> (bool, Vec<String>) {
+    let changed = ft
+        .tensors
+        .iter()
+        .zip(got)
+        .filter(|(t, g)| g.map(hex::encode) != Some(t.digest.to_ascii_lowercase()))
+        .map(|(t, _)| t.name.clone())
+        .collect();
+    (!header_ok(bytes, ft), changed)
+}
+
+/// The result of checking one named tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorCheck {
+    /// The file (resource name) holding the tensor.
+    pub file: String,
+    /// Tensor name.
+    pub name: String,
+    /// True when the file's header and the tensor's bytes match the signed digests.
+    pub ok: bool,
+    /// Why not, when not OK.
+    pub reason: Option<String>,
+}
+
+/// Verify only the named tensors against the signed per-tensor digests, reading only their
+/// bytes and their file's header. Other bytes of the model are not checked.
+pub fn verify_tensors(
+    model: &Path,
+    verified: &VerifiedStatement,
+    names: &[&str],
+) -> Result<Vec<TensorCheck>, SigningError> {
+    let st = &verified.statement;
+    let manifest = st.tensors.as_ref().ok_or_else(|| {
+        SigningError::Unsupported("the signature carries no per-tensor digests".into())
+    })?;
+    // (file index, tensor index) for every requested name.
+    let mut wanted: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &n in names {
+        let mut found = false;
+        for (fi, f) in manifest.files.iter().enumerate() {
+            for (ti, t) in f.tensors.iter().enumerate() {
+                if t.name == n {
+                    wanted.entry(fi).or_default().push(ti);
+                    found = true;
+                }
+            }
+        }
+        if !found {
+            return Err(SigningError::UnknownTensor(n.to_string()));
+        }
+    }
+    let mut out = Vec::new();
+    for (fi, tis) in wanted {
+        let f = &manifest.files[fi];
+        let path: PathBuf = if f.name == "." {
+            model.to_path_buf()
+        } else {
+            model.join(&f.name)
+        };
+        let fail = |t: &str, why: &str| TensorCheck {
+            file: f.name.clone(),
+            name: t.to_string(),
+            ok: false,
+            reason: Some(why.to_string()),
+        };
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                out.extend(
+                    tis.iter()
+                        .map(|&ti| fail(&f.tensors[ti].name, "file missing")),
+                );
+                continue;
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        if meta.file_type().is_symlink() && !st.serialization.allow_symlinks {
+            out.extend(
+                tis.iter()
+                    .map(|&ti| fail(&f.tensors[ti].name, "file is a symlink")),
+            );
+            continue;
+        }
+        let map = MappedFile::open(&path)?;
+        let bytes = map.bytes();
+        let hdr = header_ok(bytes, f);
+        let checks: Vec<TensorCheck> = tis
+            .par_iter()
+            .map(|&ti| {
+                let t = &f.tensors[ti];
+                if !hdr {
+                    return fail(&t.name, "file header changed");
+                }
+                let [a, b] = t.range;
+                if a > b || b > bytes.len() as u64 {
+                    return fail(&t.name, "tensor lies beyond the end of the file");
+                }
+                if hex::encode(tensor_digest(bytes, a..b)) != t.digest.to_ascii_lowercase() {
+                    return fail(&t.name, "tensor bytes changed");
+                }
+                TensorCheck {
+                    file: f.name.clone(),
+                    name: t.name.clone(),
+                    ok: true,
+                    reason: None,
+                }
+            })
+            .collect();
+        map.ensure_unchanged()?;
+        out.extend(checks);
+    }
+    Ok(out)
+}
