@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod registry;
 pub mod stats;
 pub mod textmark;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{FormatError, IoContext};
