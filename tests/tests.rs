@@ -1,1 +1,4 @@
+//! hallmark integration tests: one binary, one module per area.
+
 mod signing;
+mod textmark;
