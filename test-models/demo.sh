@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# hallmark end to end, over the test models: the README's first command.
+#   1. release signing: keygen, sign, verify, tamper, verify again (names the changed tensor)
+#   2. text watermark: generate with SmolLM2 watermarked inside the sampler, detect; an unwatermarked
+#      answer and human text come out clean
+#   3. weight fingerprint: register all-MiniLM-L6-v2, leak a transformed copy, detect it
+#   4. active weight mark: mark, sign, leak with an attack, detect blind with the key
+# Work files go to target/demo/ (recreated each run). Exits non-zero if any step misbehaves.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+test-models/fetch.sh
+cargo build --release --bins --quiet
+H="$root/target/release/hallmark"
+TM="$root/target/release/hallmark-testmodels"
+work="$root/target/demo"
+rm -rf "$work"
+mkdir -p "$work"
+export HALLMARK_REGISTRY="$work/registry"
+mkdir -p "$HALLMARK_REGISTRY"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '$ %s\n' "$*" | sed "s#$H#hallmark#g; s#$TM#hallmark-testmodels#g; s#$root/##g"; "$@"; }
+expect_exit() { # code cmd...
+  local want=$1; shift
+  set +e; run "$@"; local got=$?; set -e
+  if [ "$got" != "$want" ]; then echo "demo: expected exit $want, got $got" >&2; exit 1; fi
+}
+
+step "1. Release signing (sharded safetensors checkpoint)"
+run "$TM" sharded "$work/model" --shards 2 --layers 2
+run "$H" keygen --out "$work/release"
+run "$H" sign "$work/model" --key "$work/release.key"
+expect_exit 0 "$H" verify "$work/model" --pub "$work/release.pub"
+step "   tamper: flip one bit inside a tensor of shard 2, then verify again"
+python3 - "$work/model" <<'PY'
+import glob, sys
+f = sorted(glob.glob(sys.argv[1] + "/model-*.safetensors"))[-1]
+b = bytearray(open(f, "rb").read()); b[-100] ^= 0x01; open(f, "wb").write(b)
+PY
+expect_exit 1 "$H" verify "$work/model" --pub "$work/release.pub"
