@@ -550,8 +550,8 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
 }
 
 /// llama.cpp's conversion of HF Q/K rows: within each head, rows `(half, i)` become `(i, half)`.
-fn gguf_qk_rows(t: &mut ZTensor, heads: usize) {
-    let d = t.rows() / heads;
+/// `d` is the head size (grouped K heads have the same size as Q heads).
+fn gguf_qk_rows(t: &mut ZTensor, d: usize) {
     let perm: Vec<usize> = (0..t.rows())
         .map(|r| {
             let (h, w) = (r / d, r % d);
@@ -640,7 +640,7 @@ pub fn export(m: &ZModel, e: Export) -> Result<Vec<u8>, String> {
                 if llama {
                     let r = role(Arch::Llama, &t.name);
                     if r == Role::Q || r == Role::K {
-                        gguf_qk_rows(&mut t, m.cfg.heads);
+                        gguf_qk_rows(&mut t, m.cfg.hidden / m.cfg.heads);
                     }
                     t.name = gguf_name(&t.name);
                 }
