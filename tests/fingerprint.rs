@@ -42,7 +42,10 @@ fn detect_json(suspect: &Path, reg: &Path) -> (i32, serde_json::Value) {
     ]);
     let code = out.status.code().unwrap_or(-1);
     let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("detect output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "detect output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     (code, v)
 }
@@ -68,19 +71,57 @@ fn cli_round_trip_finds_transformed_copies() {
     for (name, m) in [("llama", &llama), ("bert", &bert)] {
         let p = write_model(d, name, m, Export::Safetensors(DType::F32));
         let fp = d.join(format!("{name}.fp"));
-        let out = hallmark(&["fingerprint", p.to_str().unwrap(), "--out", fp.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let out = hallmark(&["register", fp.to_str().unwrap(), "--registry", reg.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = hallmark(&[
+            "fingerprint",
+            p.to_str().unwrap(),
+            "--out",
+            fp.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = hallmark(&[
+            "register",
+            fp.to_str().unwrap(),
+            "--registry",
+            reg.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     use Transform::*;
     let cases: Vec<(&str, &ZModel, Vec<Transform>, Export)> = vec![
         ("llama", &llama, vec![], Export::Gguf(DType::Q4_0)),
-        ("llama", &llama, vec![Noise(0.2), FfnPermute], Export::Safetensors(DType::BF16)),
+        (
+            "llama",
+            &llama,
+            vec![Noise(0.2), FfnPermute],
+            Export::Safetensors(DType::BF16),
+        ),
         ("llama", &llama, vec![RenameTranspose], Export::Int8),
-        ("llama", &llama, vec![HiddenPermute, VocabExtend(1000)], Export::Safetensors(DType::F16)),
-        ("bert", &bert, vec![Prune(0.5), HeadPermute], Export::Gguf(DType::Q8_0)),
-        ("bert", &bert, vec![EverySecondLayer, LoRA(8, 0.1)], Export::Safetensors(DType::F16)),
+        (
+            "llama",
+            &llama,
+            vec![HiddenPermute, VocabExtend(1000)],
+            Export::Safetensors(DType::F16),
+        ),
+        (
+            "bert",
+            &bert,
+            vec![Prune(0.5), HeadPermute],
+            Export::Gguf(DType::Q8_0),
+        ),
+        (
+            "bert",
+            &bert,
+            vec![EverySecondLayer, LoRA(8, 0.1)],
+            Export::Safetensors(DType::F16),
+        ),
     ];
     for (k, (name, m, ts, e)) in cases.into_iter().enumerate() {
         let s = write_model(d, &format!("suspect{k}"), &transformed(m, &ts), e);
@@ -107,7 +148,12 @@ fn cli_round_trip_finds_transformed_copies() {
         }
     }
     // An independent model of the same architecture: no match, exit 1.
-    let null = write_model(d, "independent", &ZModel::generate(Config::llama(), 999), Export::Safetensors(DType::F32));
+    let null = write_model(
+        d,
+        "independent",
+        &ZModel::generate(Config::llama(), 999),
+        Export::Safetensors(DType::F32),
+    );
     let (code, v) = detect_json(&null, &reg);
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["match"], false);
@@ -124,7 +170,12 @@ fn null_p_values_are_conservative_over_210_pairs() {
     let paths: Vec<PathBuf> = (0..n_models)
         .map(|k| {
             let m = ZModel::generate(Config::tiny(), 40_000 + k);
-            write_model(dir.path(), &format!("m{k}"), &m, Export::Safetensors(DType::F16))
+            write_model(
+                dir.path(),
+                &format!("m{k}"),
+                &m,
+                Export::Safetensors(DType::F16),
+            )
         })
         .collect();
     let fps: Vec<_> = paths.iter().map(|p| extract(p, "null").unwrap()).collect();
@@ -141,14 +192,22 @@ fn null_p_values_are_conservative_over_210_pairs() {
     }
     assert_eq!(ps.len(), 210);
     let n = ps.len() as f64;
-    assert!(ps.iter().all(|&p| p > 1e-3), "false match: {:?}", ps.iter().cloned().fold(1.0, f64::min));
+    assert!(
+        ps.iter().all(|&p| p > 1e-3),
+        "false match: {:?}",
+        ps.iter().cloned().fold(1.0, f64::min)
+    );
     for alpha in [0.01, 0.05, 0.1, 0.25, 0.5] {
         let rate = ps.iter().filter(|&&p| p <= alpha).count() as f64 / n;
         let tol = 3.0 * (alpha * (1.0 - alpha) / n).sqrt();
         assert!(rate <= alpha + tol, "P[p <= {alpha}] = {rate}");
     }
     // Power on the same tiny architecture: a noisy copy is found.
-    let copy = apply(&ZModel::generate(Config::tiny(), 40_000), Transform::Noise(0.2), 5);
+    let copy = apply(
+        &ZModel::generate(Config::tiny(), 40_000),
+        Transform::Noise(0.2),
+        5,
+    );
     let p = write_model(dir.path(), "copy", &copy, Export::Safetensors(DType::F16));
     let t = Suspect::open(&p).unwrap().test(&fps[0]).unwrap();
     assert!(t.p_raw < 1e-30, "{}", t.p_raw);
@@ -161,7 +220,10 @@ fn dequant_matches_candle_on_smollm2() {
     use candle_core::quantized::gguf_file;
     use hallmark::weights::{dequant, WeightFile};
     let path = Path::new(SMOLLM);
-    assert!(path.exists(), "{SMOLLM} is missing: run test-models/fetch.sh");
+    assert!(
+        path.exists(),
+        "{SMOLLM} is missing: run test-models/fetch.sh"
+    );
     let wf = WeightFile::open(path).unwrap();
     let mut file = std::fs::File::open(path).unwrap();
     let content = gguf_file::Content::read(&mut file).unwrap();
@@ -182,7 +244,12 @@ fn dequant_matches_candle_on_smollm2() {
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(ours.len(), theirs.len(), "{}", v.name);
-        assert!(ours.iter().zip(&theirs).all(|(a, b)| a == b), "{} ({})", v.name, v.dtype);
+        assert!(
+            ours.iter().zip(&theirs).all(|(a, b)| a == b),
+            "{} ({})",
+            v.name,
+            v.dtype
+        );
     }
     for d in [DType::Q4_1, DType::Q8_0, DType::F32] {
         assert!(seen.contains(&d), "no {d} tensor seen: {seen:?}");
@@ -195,10 +262,18 @@ fn dequant_matches_candle_on_smollm2() {
 fn smollm2_gguf_matches_its_f16_reexport() {
     let dir = tempfile::tempdir().unwrap();
     let path = Path::new(SMOLLM);
-    assert!(path.exists(), "{SMOLLM} is missing: run test-models/fetch.sh");
+    assert!(
+        path.exists(),
+        "{SMOLLM} is missing: run test-models/fetch.sh"
+    );
     let fp = extract(path, "smollm2").unwrap();
     let m = ZModel::load(path, Config::smollm2()).unwrap();
-    let re = write_model(dir.path(), "smollm2-f16", &m, Export::Safetensors(DType::F16));
+    let re = write_model(
+        dir.path(),
+        "smollm2-f16",
+        &m,
+        Export::Safetensors(DType::F16),
+    );
     let t = Suspect::open(&re).unwrap().test(&fp).unwrap();
     assert!(t.p_raw <= 1e-100, "{}", t.p_raw);
     let t = Suspect::open(Path::new("test-models/real/minilm/model.safetensors"))
@@ -221,7 +296,12 @@ fn hostile_inputs_are_refused_cleanly() {
     let cut = d.join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let out_fp = d.join("cut.fp");
-    let out = hallmark(&["fingerprint", cut.to_str().unwrap(), "--out", out_fp.to_str().unwrap()]);
+    let out = hallmark(&[
+        "fingerprint",
+        cut.to_str().unwrap(),
+        "--out",
+        out_fp.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("hallmark: "));
     assert!(!out_fp.exists());
@@ -230,29 +310,62 @@ fn hostile_inputs_are_refused_cleanly() {
     let mut small = m.clone();
     small.tensors.retain(|t| t.shape.len() == 1);
     let small = write_model(d, "small", &small, Export::Safetensors(DType::F32));
-    let out = hallmark(&["fingerprint", small.to_str().unwrap(), "--out", out_fp.to_str().unwrap()]);
+    let out = hallmark(&[
+        "fingerprint",
+        small.to_str().unwrap(),
+        "--out",
+        out_fp.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("embedding"));
     assert!(!out_fp.exists());
 
     // Register a good fingerprint; a suspect without an embedding is "too short to decide".
     let fp = d.join("good.fp");
-    assert!(hallmark(&["fingerprint", good.to_str().unwrap(), "--out", fp.to_str().unwrap()]).status.success());
+    assert!(hallmark(&[
+        "fingerprint",
+        good.to_str().unwrap(),
+        "--out",
+        fp.to_str().unwrap()
+    ])
+    .status
+    .success());
     let reg = d.join("reg");
-    assert!(hallmark(&["register", fp.to_str().unwrap(), "--registry", reg.to_str().unwrap()]).status.success());
+    assert!(hallmark(&[
+        "register",
+        fp.to_str().unwrap(),
+        "--registry",
+        reg.to_str().unwrap()
+    ])
+    .status
+    .success());
     let (code, v) = detect_json(&small, &reg);
     assert_eq!(code, 1);
     assert_eq!(v["decided"], false, "{v}");
 
     // A suspect of another architecture and size is answered, not crashed on.
-    let bert = write_model(d, "bert", &ZModel::generate(Config::bert(), 4), Export::Gguf(DType::Q8_0));
+    let bert = write_model(
+        d,
+        "bert",
+        &ZModel::generate(Config::bert(), 4),
+        Export::Gguf(DType::Q8_0),
+    );
     let (code, v) = detect_json(&bert, &reg);
     assert_eq!(code, 1);
     assert_eq!(v["decided"], true);
 
     // A corrupt fingerprint in the registry is an error, not a silent skip.
-    std::fs::write(reg.join("broken.fp"), br#"{"format":"hallmark-fingerprint","version":1}"#).unwrap();
-    let out = hallmark(&["detect", good.to_str().unwrap(), "--registry", reg.to_str().unwrap()]);
+    std::fs::write(
+        reg.join("broken.fp"),
+        br#"{"format":"hallmark-fingerprint","version":1}"#,
+    )
+    .unwrap();
+    let out = hallmark(&[
+        "detect",
+        good.to_str().unwrap(),
+        "--registry",
+        reg.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.fp"));
 }
@@ -272,7 +385,15 @@ fn fingerprint_is_deterministic_and_versioned() {
     assert!(a.len() < 400_000, "{} bytes", a.len());
     // Byte-identical zoo output for the same seed.
     assert_eq!(
-        export(&ZModel::generate(Config::tiny(), 1), Export::Gguf(DType::Q4_0)).unwrap(),
-        export(&ZModel::generate(Config::tiny(), 1), Export::Gguf(DType::Q4_0)).unwrap()
+        export(
+            &ZModel::generate(Config::tiny(), 1),
+            Export::Gguf(DType::Q4_0)
+        )
+        .unwrap(),
+        export(
+            &ZModel::generate(Config::tiny(), 1),
+            Export::Gguf(DType::Q4_0)
+        )
+        .unwrap()
     );
 }

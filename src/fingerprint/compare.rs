@@ -39,17 +39,22 @@ pub const PROBE_MATCH: f32 = 0.5;
 /// Embedding candidates tried in the suspect (input embedding and untied output head).
 pub const MAX_CANDIDATES: usize = 2;
 
+/// Decoded suspect embedding rows, keyed by (candidate, token ids).
+type RowCache = HashMap<(usize, Vec<usize>), Arc<Array2<f32>>>;
+
 /// A suspect model, mapped once and tested against many fingerprints.
 pub struct Suspect {
     model: Model,
     embeddings: Vec<Embedding>,
     excluded: Vec<usize>,
-    rows: Mutex<HashMap<(usize, Vec<usize>), Arc<Array2<f32>>>>,
+    rows: Mutex<RowCache>,
 }
 
 impl std::fmt::Debug for Suspect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Suspect").field("embeddings", &self.embeddings).finish()
+        f.debug_struct("Suspect")
+            .field("embeddings", &self.embeddings)
+            .finish()
     }
 }
 
@@ -88,13 +93,17 @@ fn standardize(z: &Array2<f32>) -> Array2<f32> {
 /// `k`'s best.
 fn mutual(c: &Array2<f32>) -> Vec<Option<usize>> {
     let a = c.mapv(f32::abs);
-    let best_col: Vec<usize> = a.columns().into_iter().map(|col| argmax(col.iter())).collect();
+    let best_col: Vec<usize> = a
+        .columns()
+        .into_iter()
+        .map(|col| argmax(col.iter()))
+        .collect();
     a.rows()
         .into_iter()
         .enumerate()
         .map(|(j, row)| {
             let k = argmax(row.iter());
-            (row.len() > 0 && best_col[k] == j && row[k] > 0.0).then_some(k)
+            (!row.is_empty() && best_col[k] == j && row[k] > 0.0).then_some(k)
         })
         .collect()
 }
@@ -136,8 +145,9 @@ pub fn split_test(zs: &Array2<f32>, zr: &Array2<f32>) -> SplitTest {
     let ln_p = if hr == 0 {
         0.0
     } else {
-        (ln_choose(mutual_a, agree) + ln_gamma((hr - agree) as f64 + 1.0) - ln_gamma(hr as f64 + 1.0))
-            .min(0.0)
+        (ln_choose(mutual_a, agree) + ln_gamma((hr - agree) as f64 + 1.0)
+            - ln_gamma(hr as f64 + 1.0))
+        .min(0.0)
     };
     SplitTest {
         ln_p,
@@ -185,8 +195,10 @@ impl Suspect {
     pub fn test(&self, fp: &Fingerprint) -> Result<KeyTest, FingerprintError> {
         let name = fp.name.clone();
         if self.embeddings.is_empty() {
-            let mut t = KeyTest::new(name, "fingerprint", 1.0)
-                .with("reason", "the suspect has no vocab x hidden embedding matrix to align through");
+            let mut t = KeyTest::new(name, "fingerprint", 1.0).with(
+                "reason",
+                "the suspect has no vocab x hidden embedding matrix to align through",
+            );
             t.decided = false;
             return Ok(t);
         }
@@ -212,7 +224,11 @@ impl Suspect {
         let ln_p = (t.ln_p + (self.embeddings.len() as f64).ln()).min(0.0);
         let p = ln_p.exp().max(f64::MIN_POSITIVE);
         let e = &self.embeddings[c];
-        let sname = self.model.view(e.matrix).map(|v| v.name.to_string()).unwrap_or_default();
+        let sname = self
+            .model
+            .view(e.matrix)
+            .map(|v| v.name.to_string())
+            .unwrap_or_default();
         let mut kt = KeyTest::new(name, "fingerprint", p)
             .with("log10_p_raw", ln_p / std::f64::consts::LN_10)
             .with("rows_scored", t.rows)
@@ -225,11 +241,20 @@ impl Suspect {
             );
         if t.rows < MIN_ROWS || fp.hidden < 2 {
             kt.decided = false;
-            kt.details.insert("reason".into(), json!("too few shared token rows to decide"));
+            kt.details.insert(
+                "reason".into(),
+                json!("too few shared token rows to decide"),
+            );
             return Ok(kt);
         }
         if p <= DESCRIBE_BELOW {
-            let zs = self.rows(c, &keep.iter().map(|&k| fp.embedding.rows[k]).collect::<Vec<_>>())?;
+            let zs = self.rows(
+                c,
+                &keep
+                    .iter()
+                    .map(|&k| fp.embedding.rows[k])
+                    .collect::<Vec<_>>(),
+            )?;
             let zr = zr_all.select(Axis(0), &keep);
             let (alignment, layers) = self.describe(fp, e, &zs, &zr)?;
             kt.details.insert("alignment".into(), alignment);
@@ -329,8 +354,16 @@ impl Suspect {
             }
             entry.0 += 1;
             let (i, axis, _) = &grams[gi];
-            let sname = self.model.view(*i).map(|v| v.name.to_string()).unwrap_or_default();
-            *votes.entry(layer).or_default().entry(layer_of(&sname)).or_default() += 1;
+            let sname = self
+                .model
+                .view(*i)
+                .map(|v| v.name.to_string())
+                .unwrap_or_default();
+            *votes
+                .entry(layer)
+                .or_default()
+                .entry(layer_of(&sname))
+                .or_default() += 1;
             matched.push(json!({
                 "registered": p.tensor, "suspect": sname, "score": score,
                 "transposed": *axis != p.axis,
@@ -341,14 +374,20 @@ impl Suspect {
         let mut layer_map = serde_json::Map::new();
         let mut unmatched = Vec::new();
         for l in layer_names {
-            match votes.get(l).and_then(|v| v.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse((*n).clone())))) {
+            match votes.get(l).and_then(|v| {
+                v.iter()
+                    .max_by_key(|(n, c)| (**c, std::cmp::Reverse((*n).clone())))
+            }) {
                 Some((to, _)) => {
                     layer_map.insert(l.clone(), json!(to));
                 }
                 None => unmatched.push(l.clone()),
             }
         }
-        let transposed = matched.iter().filter(|m| m["transposed"] == json!(true)).count();
+        let transposed = matched
+            .iter()
+            .filter(|m| m["transposed"] == json!(true))
+            .count();
         let mut out = serde_json::Map::new();
         out.insert(
             "probes_matched".into(),
@@ -408,6 +447,7 @@ fn layer_of(name: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

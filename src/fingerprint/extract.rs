@@ -14,7 +14,7 @@ use crate::weights::dequant;
 /// Token rows sampled from the embedding (fewer if the vocabulary is smaller).
 pub const SAMPLE_ROWS: usize = 256;
 /// Hidden units covered by each probe's sub-Gram.
-pub const PROBE_UNITS: usize = 48;
+pub const PROBE_UNITS: usize = 32;
 
 /// `m` token ids spread evenly over `0..vocab` (the midpoints of `m` equal slices).
 pub fn sample_rows(vocab: usize, m: usize) -> Vec<usize> {
@@ -33,7 +33,9 @@ pub(crate) fn unit_gram(
     units: &[usize],
     signs: &[f32],
 ) -> Result<Array2<f32>, FingerprintError> {
-    let v = model.view(i).ok_or(FingerprintError::Internal("matrix view"))?;
+    let v = model
+        .view(i)
+        .ok_or(FingerprintError::Internal("matrix view"))?;
     let contiguous = units.iter().enumerate().all(|(k, &u)| u == units[0] + k);
     // `x` holds one unit per column: (other axis) x units.
     let x: Array2<f32> = if axis == 1 {
@@ -69,7 +71,10 @@ pub(crate) fn unit_gram(
 pub fn extract(path: &Path, name: &str) -> Result<Fingerprint, FingerprintError> {
     let model = Model::open(path)?;
     let all_emb = model.embeddings(usize::MAX);
-    let emb = all_emb.first().cloned().ok_or(FingerprintError::NoEmbedding)?;
+    let emb = all_emb
+        .first()
+        .cloned()
+        .ok_or(FingerprintError::NoEmbedding)?;
     let rows = sample_rows(emb.vocab, SAMPLE_ROWS);
     let h = emb.hidden;
     let u = PROBE_UNITS.min(h);
@@ -95,7 +100,9 @@ pub fn extract(path: &Path, name: &str) -> Result<Fingerprint, FingerprintError>
                 .map(|&(i, axis)| {
                     let g = unit_gram(&model, i, axis, &units, &ones)?;
                     let tri = (0..u).flat_map(|a| (a..u).map(move |b| (a, b)));
-                    let v = model.view(i).ok_or(FingerprintError::Internal("matrix view"))?;
+                    let v = model
+                        .view(i)
+                        .ok_or(FingerprintError::Internal("matrix view"))?;
                     let (r, c) = model.shape(i);
                     Ok(Probe {
                         tensor: v.name.to_string(),
@@ -112,9 +119,16 @@ pub fn extract(path: &Path, name: &str) -> Result<Fingerprint, FingerprintError>
     for f in model.files() {
         f.map().ensure_unchanged()?;
     }
-    let rms = (z.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / z.len().max(1) as f64).sqrt();
-    let scale = if rms > 0.0 && rms.is_finite() { rms } else { 1.0 };
-    let ev = model.view(emb.matrix).ok_or(FingerprintError::Internal("embedding view"))?;
+    let rms =
+        (z.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / z.len().max(1) as f64).sqrt();
+    let scale = if rms > 0.0 && rms.is_finite() {
+        rms
+    } else {
+        1.0
+    };
+    let ev = model
+        .view(emb.matrix)
+        .ok_or(FingerprintError::Internal("embedding view"))?;
     Ok(Fingerprint {
         format: format::FORMAT.into(),
         version: format::VERSION,

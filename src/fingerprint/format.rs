@@ -113,8 +113,8 @@ impl Fingerprint {
 
     /// Parse and validate a fingerprint file's bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, FingerprintError> {
-        let fp: Fingerprint =
-            serde_json::from_slice(bytes).map_err(|e| FingerprintError::BadFingerprint(e.to_string()))?;
+        let fp: Fingerprint = serde_json::from_slice(bytes)
+            .map_err(|e| FingerprintError::BadFingerprint(e.to_string()))?;
         if fp.format != FORMAT {
             return Err(FingerprintError::BadFingerprint(format!(
                 "`format` is `{}`, expected `{FORMAT}`",
@@ -135,7 +135,9 @@ impl Fingerprint {
             || fp.probe_units > fp.hidden
             || !(e.scale.is_finite() && e.scale > 0.0)
         {
-            return Err(FingerprintError::BadFingerprint("inconsistent sizes".into()));
+            return Err(FingerprintError::BadFingerprint(
+                "inconsistent sizes".into(),
+            ));
         }
         Ok(fp)
     }

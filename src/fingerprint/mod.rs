@@ -80,7 +80,8 @@ pub fn test_weights(path: &Path, registry: &Registry) -> Result<Vec<KeyTest>, Fi
             let mut t = suspect.test(&fp)?;
             // The registry file name is the entry's name; the fingerprint's own name is kept.
             if t.name != e.name {
-                t.details.insert("fingerprint_name".into(), fp.name.clone().into());
+                t.details
+                    .insert("fingerprint_name".into(), fp.name.clone().into());
                 t.name = e.name.clone();
             }
             Ok(t)

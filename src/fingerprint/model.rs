@@ -40,7 +40,10 @@ impl Model {
         let mut matrices = Vec::new();
         for (fi, f) in files.iter().enumerate() {
             for (ti, t) in f.parsed().tensors.iter().enumerate() {
-                if t.shape.len() == 2 && t.shape.iter().all(|&d| d > 0) && dequant::supported(t.dtype) {
+                if t.shape.len() == 2
+                    && t.shape.iter().all(|&d| d > 0)
+                    && dequant::supported(t.dtype)
+                {
                     matrices.push((fi, ti));
                 }
             }
@@ -121,8 +124,14 @@ impl Model {
     }
 
     /// Token rows `idx` of an embedding as a `idx.len() x hidden` matrix, decoding only them.
-    pub fn embedding_rows(&self, e: &Embedding, idx: &[usize]) -> Result<Array2<f32>, FingerprintError> {
-        let v = self.view(e.matrix).ok_or(FingerprintError::Internal("embedding view"))?;
+    pub fn embedding_rows(
+        &self,
+        e: &Embedding,
+        idx: &[usize],
+    ) -> Result<Array2<f32>, FingerprintError> {
+        let v = self
+            .view(e.matrix)
+            .ok_or(FingerprintError::Internal("embedding view"))?;
         let mut out = Array2::<f32>::zeros((idx.len(), e.hidden));
         for (k, &i) in idx.iter().enumerate() {
             let row = if e.transposed {

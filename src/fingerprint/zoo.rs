@@ -127,7 +127,13 @@ impl ZTensor {
     fn std(&self) -> f32 {
         let n = self.data.len().max(1) as f64;
         let m = self.data.iter().map(|&v| v as f64).sum::<f64>() / n;
-        (self.data.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n).sqrt() as f32
+        (self
+            .data
+            .iter()
+            .map(|&v| (v as f64 - m).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt() as f32
     }
     /// Reorder rows: new row r = old row `perm[r]`.
     fn permute_rows(&mut self, perm: &[usize]) {
@@ -236,9 +242,15 @@ fn layer_index(name: &str) -> Option<(usize, usize, usize)> {
     for key in ["layers.", "layer.", "blk."] {
         if let Some(pos) = name.find(key) {
             let start = pos + key.len();
-            let len = name[start..].chars().take_while(|c| c.is_ascii_digit()).count();
+            let len = name[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
             if len > 0 {
-                return name[start..start + len].parse().ok().map(|n| (n, start, start + len));
+                return name[start..start + len]
+                    .parse()
+                    .ok()
+                    .map(|n| (n, start, start + len));
             }
         }
     }
@@ -254,7 +266,14 @@ impl ZModel {
         let std_in = |n: usize| 1.0 / (n as f32).sqrt();
         let mut tensors = Vec::new();
         // A Gaussian tensor, shifted by `mean` (norm weights sit near one).
-        fn add(ts: &mut Vec<ZTensor>, rng: &mut StdRng, name: String, shape: &[usize], std: f32, mean: f32) {
+        fn add(
+            ts: &mut Vec<ZTensor>,
+            rng: &mut StdRng,
+            name: String,
+            shape: &[usize],
+            std: f32,
+            mean: f32,
+        ) {
             let mut t = gaussian(rng, shape, std);
             t.data.iter_mut().for_each(|x| *x += mean);
             t.name = name;
@@ -263,46 +282,214 @@ impl ZModel {
         let ts = &mut tensors;
         match cfg.arch {
             Arch::Llama => {
-                add(ts, &mut rng, "model.embed_tokens.weight".into(), &[v, h], 0.02, 0.0);
+                add(
+                    ts,
+                    &mut rng,
+                    "model.embed_tokens.weight".into(),
+                    &[v, h],
+                    0.02,
+                    0.0,
+                );
                 for l in 0..cfg.layers {
                     let p = format!("model.layers.{l}.");
-                    add(ts, &mut rng, format!("{p}input_layernorm.weight"), &[h], 0.05, 1.0);
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}input_layernorm.weight"),
+                        &[h],
+                        0.05,
+                        1.0,
+                    );
                     for m in ["q_proj", "k_proj", "v_proj", "o_proj"] {
-                        add(ts, &mut rng, format!("{p}self_attn.{m}.weight"), &[h, h], std_in(h), 0.0);
+                        add(
+                            ts,
+                            &mut rng,
+                            format!("{p}self_attn.{m}.weight"),
+                            &[h, h],
+                            std_in(h),
+                            0.0,
+                        );
                     }
-                    add(ts, &mut rng, format!("{p}post_attention_layernorm.weight"), &[h], 0.05, 1.0);
-                    add(ts, &mut rng, format!("{p}mlp.gate_proj.weight"), &[i, h], std_in(h), 0.0);
-                    add(ts, &mut rng, format!("{p}mlp.up_proj.weight"), &[i, h], std_in(h), 0.0);
-                    add(ts, &mut rng, format!("{p}mlp.down_proj.weight"), &[h, i], std_in(i), 0.0);
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}post_attention_layernorm.weight"),
+                        &[h],
+                        0.05,
+                        1.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}mlp.gate_proj.weight"),
+                        &[i, h],
+                        std_in(h),
+                        0.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}mlp.up_proj.weight"),
+                        &[i, h],
+                        std_in(h),
+                        0.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}mlp.down_proj.weight"),
+                        &[h, i],
+                        std_in(i),
+                        0.0,
+                    );
                 }
                 add(ts, &mut rng, "model.norm.weight".into(), &[h], 0.05, 1.0);
                 if !cfg.tied {
-                    add(ts, &mut rng, "lm_head.weight".into(), &[v, h], std_in(h), 0.0);
+                    add(
+                        ts,
+                        &mut rng,
+                        "lm_head.weight".into(),
+                        &[v, h],
+                        std_in(h),
+                        0.0,
+                    );
                 }
             }
             Arch::Bert => {
                 let e = "embeddings.";
-                add(ts, &mut rng, format!("{e}word_embeddings.weight"), &[v, h], 0.02, 0.0);
-                add(ts, &mut rng, format!("{e}position_embeddings.weight"), &[128, h], 0.02, 0.0);
-                add(ts, &mut rng, format!("{e}token_type_embeddings.weight"), &[2, h], 0.02, 0.0);
-                add(ts, &mut rng, format!("{e}LayerNorm.weight"), &[h], 0.05, 1.0);
+                add(
+                    ts,
+                    &mut rng,
+                    format!("{e}word_embeddings.weight"),
+                    &[v, h],
+                    0.02,
+                    0.0,
+                );
+                add(
+                    ts,
+                    &mut rng,
+                    format!("{e}position_embeddings.weight"),
+                    &[128, h],
+                    0.02,
+                    0.0,
+                );
+                add(
+                    ts,
+                    &mut rng,
+                    format!("{e}token_type_embeddings.weight"),
+                    &[2, h],
+                    0.02,
+                    0.0,
+                );
+                add(
+                    ts,
+                    &mut rng,
+                    format!("{e}LayerNorm.weight"),
+                    &[h],
+                    0.05,
+                    1.0,
+                );
                 add(ts, &mut rng, format!("{e}LayerNorm.bias"), &[h], 0.02, 0.0);
                 for l in 0..cfg.layers {
                     let p = format!("encoder.layer.{l}.");
                     for m in ["query", "key", "value"] {
-                        add(ts, &mut rng, format!("{p}attention.self.{m}.weight"), &[h, h], std_in(h), 0.0);
-                        add(ts, &mut rng, format!("{p}attention.self.{m}.bias"), &[h], 0.02, 0.0);
+                        add(
+                            ts,
+                            &mut rng,
+                            format!("{p}attention.self.{m}.weight"),
+                            &[h, h],
+                            std_in(h),
+                            0.0,
+                        );
+                        add(
+                            ts,
+                            &mut rng,
+                            format!("{p}attention.self.{m}.bias"),
+                            &[h],
+                            0.02,
+                            0.0,
+                        );
                     }
-                    add(ts, &mut rng, format!("{p}attention.output.dense.weight"), &[h, h], std_in(h), 0.0);
-                    add(ts, &mut rng, format!("{p}attention.output.dense.bias"), &[h], 0.02, 0.0);
-                    add(ts, &mut rng, format!("{p}attention.output.LayerNorm.weight"), &[h], 0.05, 1.0);
-                    add(ts, &mut rng, format!("{p}attention.output.LayerNorm.bias"), &[h], 0.02, 0.0);
-                    add(ts, &mut rng, format!("{p}intermediate.dense.weight"), &[i, h], std_in(h), 0.0);
-                    add(ts, &mut rng, format!("{p}intermediate.dense.bias"), &[i], 0.02, 0.0);
-                    add(ts, &mut rng, format!("{p}output.dense.weight"), &[h, i], std_in(i), 0.0);
-                    add(ts, &mut rng, format!("{p}output.dense.bias"), &[h], 0.02, 0.0);
-                    add(ts, &mut rng, format!("{p}output.LayerNorm.weight"), &[h], 0.05, 1.0);
-                    add(ts, &mut rng, format!("{p}output.LayerNorm.bias"), &[h], 0.02, 0.0);
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}attention.output.dense.weight"),
+                        &[h, h],
+                        std_in(h),
+                        0.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}attention.output.dense.bias"),
+                        &[h],
+                        0.02,
+                        0.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}attention.output.LayerNorm.weight"),
+                        &[h],
+                        0.05,
+                        1.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}attention.output.LayerNorm.bias"),
+                        &[h],
+                        0.02,
+                        0.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}intermediate.dense.weight"),
+                        &[i, h],
+                        std_in(h),
+                        0.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}intermediate.dense.bias"),
+                        &[i],
+                        0.02,
+                        0.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}output.dense.weight"),
+                        &[h, i],
+                        std_in(i),
+                        0.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}output.dense.bias"),
+                        &[h],
+                        0.02,
+                        0.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}output.LayerNorm.weight"),
+                        &[h],
+                        0.05,
+                        1.0,
+                    );
+                    add(
+                        ts,
+                        &mut rng,
+                        format!("{p}output.LayerNorm.bias"),
+                        &[h],
+                        0.02,
+                        0.0,
+                    );
                 }
             }
         }
@@ -392,7 +579,7 @@ fn random_perm(rng: &mut StdRng, n: usize) -> Vec<usize> {
 /// Apply `t` to a copy of `m`, deterministically from `seed`.
 pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
     let mut m = m.clone();
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_0f_7a11);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x005e_ed0f_7a11);
     let cfg = m.cfg;
     match t {
         Transform::Noise(f) => {
@@ -407,7 +594,10 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
                 let k = ((mags.len() as f32 * f) as usize).min(mags.len().saturating_sub(1));
                 let (_, cut, _) = mags.select_nth_unstable_by(k, f32::total_cmp);
                 let cut = *cut;
-                t.data.iter_mut().filter(|x| x.abs() < cut).for_each(|x| *x = 0.0);
+                t.data
+                    .iter_mut()
+                    .filter(|x| x.abs() < cut)
+                    .for_each(|x| *x = 0.0);
             }
         }
         Transform::FfnPermute => {
@@ -466,8 +656,16 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
             let arch = cfg.arch;
             for t in &mut m.tensors {
                 let r = role(arch, &t.name);
-                let residual_cols = matches!(r, Role::Embedding | Role::Head | Role::Q | Role::K | Role::V | Role::Gate | Role::Up)
-                    || (t.shape.len() == 2 && t.name.contains("embeddings."));
+                let residual_cols = matches!(
+                    r,
+                    Role::Embedding
+                        | Role::Head
+                        | Role::Q
+                        | Role::K
+                        | Role::V
+                        | Role::Gate
+                        | Role::Up
+                ) || (t.shape.len() == 2 && t.name.contains("embeddings."));
                 let residual_rows = matches!(r, Role::O | Role::Down);
                 if residual_cols {
                     t.permute_cols(&perm);
@@ -500,7 +698,8 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
             }
         }
         Transform::EverySecondLayer => {
-            m.tensors.retain(|t| layer_index(&t.name).is_none_or(|(l, _, _)| l % 2 == 0));
+            m.tensors
+                .retain(|t| layer_index(&t.name).is_none_or(|(l, _, _)| l % 2 == 0));
             for t in &mut m.tensors {
                 if let Some((l, a, b)) = layer_index(&t.name) {
                     t.name = format!("{}{}{}", &t.name[..a], l / 2, &t.name[b..]);
@@ -540,7 +739,12 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
                     }
                 }
                 let nw = t.data.iter().map(|x| x * x).sum::<f32>().sqrt();
-                let nd = d.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+                let nd = d
+                    .iter()
+                    .map(|x| x * x)
+                    .sum::<f32>()
+                    .sqrt()
+                    .max(f32::MIN_POSITIVE);
                 let s = f * nw / nd;
                 t.data.iter_mut().zip(&d).for_each(|(x, y)| *x += s * y);
             }
@@ -587,7 +791,9 @@ fn gguf_name(name: &str) -> String {
 
 /// Serialize `m` as `e`.
 pub fn export(m: &ZModel, e: Export) -> Result<Vec<u8>, String> {
-    let enc = |name: &str, dt: DType, xs: &[f32]| dequant::encode(name, dt, xs).map_err(|e| e.to_string());
+    let enc = |name: &str, dt: DType, xs: &[f32]| {
+        dequant::encode(name, dt, xs).map_err(|e| e.to_string())
+    };
     match e {
         Export::Safetensors(dt) => {
             let mut out = Vec::new();
@@ -659,12 +865,30 @@ pub fn export(m: &ZModel, e: Export) -> Result<Vec<u8>, String> {
             let arch = if llama { "llama" } else { "bert" };
             let c = m.cfg;
             let meta = vec![
-                ("general.architecture".to_string(), MetaValue::String(arch.into())),
-                ("general.name".to_string(), MetaValue::String("hallmark-zoo".into())),
-                (format!("{arch}.block_count"), MetaValue::U64(c.layers as u64)),
-                (format!("{arch}.embedding_length"), MetaValue::U64(c.hidden as u64)),
-                (format!("{arch}.feed_forward_length"), MetaValue::U64(c.intermediate as u64)),
-                (format!("{arch}.attention.head_count"), MetaValue::U64(c.heads as u64)),
+                (
+                    "general.architecture".to_string(),
+                    MetaValue::String(arch.into()),
+                ),
+                (
+                    "general.name".to_string(),
+                    MetaValue::String("hallmark-zoo".into()),
+                ),
+                (
+                    format!("{arch}.block_count"),
+                    MetaValue::U64(c.layers as u64),
+                ),
+                (
+                    format!("{arch}.embedding_length"),
+                    MetaValue::U64(c.hidden as u64),
+                ),
+                (
+                    format!("{arch}.feed_forward_length"),
+                    MetaValue::U64(c.intermediate as u64),
+                ),
+                (
+                    format!("{arch}.attention.head_count"),
+                    MetaValue::U64(c.heads as u64),
+                ),
             ];
             gguf_bytes(&out, &meta)
         }
@@ -687,10 +911,26 @@ pub fn standard_cases() -> Vec<(&'static str, Vec<Transform>, Export)> {
         ("prune-50%", vec![Prune(0.5)], Safetensors(DType::F32)),
         ("ffn-permute", vec![FfnPermute], Safetensors(DType::F32)),
         ("head-permute", vec![HeadPermute], Safetensors(DType::F32)),
-        ("hidden-permute", vec![HiddenPermute], Safetensors(DType::F32)),
-        ("rename-transpose", vec![RenameTranspose], Safetensors(DType::F32)),
-        ("every-2nd-layer", vec![EverySecondLayer], Safetensors(DType::F32)),
-        ("vocab+1000", vec![VocabExtend(1000)], Safetensors(DType::F32)),
+        (
+            "hidden-permute",
+            vec![HiddenPermute],
+            Safetensors(DType::F32),
+        ),
+        (
+            "rename-transpose",
+            vec![RenameTranspose],
+            Safetensors(DType::F32),
+        ),
+        (
+            "every-2nd-layer",
+            vec![EverySecondLayer],
+            Safetensors(DType::F32),
+        ),
+        (
+            "vocab+1000",
+            vec![VocabExtend(1000)],
+            Safetensors(DType::F32),
+        ),
         ("lora-r8", vec![LoRA(8, 0.1)], Safetensors(DType::F32)),
         (
             "noise-5%+ffn-permute+q4_0",

@@ -182,20 +182,29 @@ fn check(view: &TensorView<'_>) -> Result<(usize, usize), DequantError> {
     if c % bs != 0 {
         return Err(layout(
             view.name,
-            format!("row length {c} is not a multiple of the {} block size {bs}", view.dtype),
+            format!(
+                "row length {c} is not a multiple of the {} block size {bs}",
+                view.dtype
+            ),
         ));
     }
     let need = (r as u64)
         .checked_mul(c as u64)
         .and_then(|e| view.dtype.bytes_for(e));
     if need != Some(view.bytes.len() as u64) {
-        return Err(layout(view.name, "byte length does not match shape x dtype"));
+        return Err(layout(
+            view.name,
+            "byte length does not match shape x dtype",
+        ));
     }
     Ok((r, c))
 }
 
 /// Rows `range` of a tensor as f32 (`range.len() x cols`). Decodes only those rows' bytes.
-pub fn rows(view: &TensorView<'_>, range: std::ops::Range<usize>) -> Result<Array2<f32>, DequantError> {
+pub fn rows(
+    view: &TensorView<'_>,
+    range: std::ops::Range<usize>,
+) -> Result<Array2<f32>, DequantError> {
     let (r, c) = check(view)?;
     if range.start > range.end || range.end > r {
         return Err(layout(view.name, format!("rows {range:?} out of 0..{r}")));
@@ -215,10 +224,16 @@ pub fn matrix(view: &TensorView<'_>) -> Result<Array2<f32>, DequantError> {
 
 /// Columns `range` of every row as f32 (`rows x range.len()`). Decodes only the storage blocks
 /// that cover those columns, so a narrow column block of a quantized matrix is cheap.
-pub fn col_block(view: &TensorView<'_>, range: std::ops::Range<usize>) -> Result<Array2<f32>, DequantError> {
+pub fn col_block(
+    view: &TensorView<'_>,
+    range: std::ops::Range<usize>,
+) -> Result<Array2<f32>, DequantError> {
     let (r, c) = check(view)?;
     if range.start > range.end || range.end > c {
-        return Err(layout(view.name, format!("columns {range:?} out of 0..{c}")));
+        return Err(layout(
+            view.name,
+            format!("columns {range:?} out of 0..{c}"),
+        ));
     }
     let bs = view.dtype.block_size() as usize;
     let bb = view.dtype.block_bytes() as usize;
@@ -226,15 +241,19 @@ pub fn col_block(view: &TensorView<'_>, range: std::ops::Range<usize>) -> Result
     let b0 = range.start / bs;
     let b1 = range.end.div_ceil(bs);
     let span = (b1 - b0) * bs;
-    let mut buf = vec![0f32; span];
+    // Gather the covering blocks of every row into one buffer and decode them in one call.
+    let mut gathered = Vec::with_capacity(r * (b1 - b0) * bb);
+    for i in 0..r {
+        let start = i * row_bytes + b0 * bb;
+        gathered.extend_from_slice(&view.bytes[start..start + (b1 - b0) * bb]);
+    }
+    let mut buf = vec![0f32; r * span];
+    decode(view.name, view.dtype, &gathered, &mut buf)?;
+    let off = range.start - b0 * bs;
     let mut out = Array2::<f32>::zeros((r, range.len()));
     for (i, mut row) in out.rows_mut().into_iter().enumerate() {
-        let start = i * row_bytes + b0 * bb;
-        decode(view.name, view.dtype, &view.bytes[start..start + (b1 - b0) * bb], &mut buf)?;
-        let off = range.start - b0 * bs;
-        for (o, v) in row.iter_mut().zip(&buf[off..off + range.len()]) {
-            *o = *v;
-        }
+        let base = i * span + off;
+        row.assign(&ndarray::ArrayView1::from(&buf[base..base + range.len()]));
     }
     Ok(out)
 }
@@ -246,15 +265,30 @@ pub fn encode(name: &str, dtype: DType, xs: &[f32]) -> Result<Vec<u8>, DequantEr
     use DType::*;
     let bs = dtype.block_size() as usize;
     if xs.len() % bs != 0 {
-        return Err(layout(name, format!("{} values are not whole {dtype} blocks", xs.len())));
+        return Err(layout(
+            name,
+            format!("{} values are not whole {dtype} blocks", xs.len()),
+        ));
     }
     Ok(match dtype {
         F32 => xs.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        F16 => xs.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
-        BF16 => xs.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect(),
+        F16 => xs
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        BF16 => xs
+            .iter()
+            .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+            .collect(),
         F64 => xs.iter().flat_map(|v| (*v as f64).to_le_bytes()).collect(),
-        I8 => xs.iter().map(|v| v.round().clamp(-128.0, 127.0) as i8 as u8).collect(),
-        U8 => xs.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect(),
+        I8 => xs
+            .iter()
+            .map(|v| v.round().clamp(-128.0, 127.0) as i8 as u8)
+            .collect(),
+        U8 => xs
+            .iter()
+            .map(|v| v.round().clamp(0.0, 255.0) as u8)
+            .collect(),
         Q4_0 => encode_blocks::<BlockQ4_0>(xs),
         Q4_1 => encode_blocks::<BlockQ4_1>(xs),
         Q5_0 => encode_blocks::<BlockQ5_0>(xs),
@@ -275,6 +309,7 @@ pub fn encode(name: &str, dtype: DType, xs: &[f32]) -> Result<Vec<u8>, DequantEr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -288,7 +323,9 @@ mod tests {
     }
 
     fn signal(n: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32) * 0.37).sin() * (1.0 + (i % 7) as f32 * 0.1)).collect()
+        (0..n)
+            .map(|i| ((i as f32) * 0.37).sin() * (1.0 + (i % 7) as f32 * 0.1))
+            .collect()
     }
 
     #[test]
@@ -315,7 +352,10 @@ mod tests {
             let bytes = encode("t", dt, &xs).unwrap();
             let m = matrix(&view(dt, &shape, &bytes)).unwrap();
             assert_eq!(m.dim(), (4, 512));
-            let err = m.iter().zip(&xs).fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+            let err = m
+                .iter()
+                .zip(&xs)
+                .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
             assert!(err <= tol * max, "{dt}: max error {err}");
         }
     }

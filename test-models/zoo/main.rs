@@ -13,13 +13,18 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hallmark::detect::{finish, InputKind};
-use hallmark::fingerprint::zoo::{apply, export, standard_cases, Config, Export, Transform, ZModel};
+use hallmark::fingerprint::zoo::{
+    apply, export, standard_cases, Config, Export, Transform, ZModel,
+};
 use hallmark::fingerprint::{extract, test_weights, Suspect};
 use hallmark::registry::Registry;
 use hallmark::weights::DType;
 
 #[derive(Parser)]
-#[command(name = "hallmark-zoo", about = "Deterministic test models and the fingerprint table")]
+#[command(
+    name = "hallmark-zoo",
+    about = "Deterministic test models and the fingerprint table"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -68,7 +73,14 @@ fn bases() -> Vec<(&'static str, ZModel)> {
     ]
 }
 
-fn write_case(dir: &Path, base: &ZModel, label: &str, ts: &[Transform], e: Export, seed: u64) -> anyhow::Result<PathBuf> {
+fn write_case(
+    dir: &Path,
+    base: &ZModel,
+    label: &str,
+    ts: &[Transform],
+    e: Export,
+    seed: u64,
+) -> anyhow::Result<PathBuf> {
     let mut m = base.clone();
     for (k, t) in ts.iter().enumerate() {
         m = apply(&m, *t, seed + k as u64);
@@ -143,7 +155,8 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
     }
     let real = !no_real && Path::new(REAL_MINILM).exists() && Path::new(REAL_SMOLLM).exists();
     if real {
-        let m = ZModel::load(Path::new(REAL_MINILM), Config::minilm()).map_err(anyhow::Error::msg)?;
+        let m =
+            ZModel::load(Path::new(REAL_MINILM), Config::minilm()).map_err(anyhow::Error::msg)?;
         registered.push(("minilm".into(), REAL_MINILM.into(), Some(m)));
         registered.push(("smollm2-q4_1".into(), REAL_SMOLLM.into(), None));
     }
@@ -152,12 +165,18 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
         let fp = extract(path, name)?;
         let bytes = fp.to_json()?;
         write(&reg.join(format!("{name}.fp")), &bytes)?;
-        eprintln!("fingerprinted {name}: {} bytes in {:.3} s", bytes.len(), t.elapsed().as_secs_f64());
+        eprintln!(
+            "fingerprinted {name}: {} bytes in {:.3} s",
+            bytes.len(),
+            t.elapsed().as_secs_f64()
+        );
     }
     let registry = Registry::open(&reg)?;
     let n_reg = registry.entries().len();
 
-    println!("Registered: {n_reg} fingerprints. p_raw: the suspect against its own registered model;");
+    println!(
+        "Registered: {n_reg} fingerprints. p_raw: the suspect against its own registered model;"
+    );
     println!("p (Holm): corrected over all {n_reg}; match at alpha = 1e-3; other: smallest raw p of the wrong entries.\n");
     println!("| model | transformation | p_raw | p (Holm) | matched as | other min p_raw | probes matched | layer map |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -171,7 +190,10 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
         match model {
             Some(m) => {
                 for (k, (label, ts, e)) in standard_cases().into_iter().enumerate() {
-                    suspects.push((label.into(), write_case(&dir, m, label, &ts, e, 100 + k as u64)?));
+                    suspects.push((
+                        label.into(),
+                        write_case(&dir, m, label, &ts, e, 100 + k as u64)?,
+                    ));
                 }
             }
             None => {
@@ -180,9 +202,21 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
                 for (label, ts, e) in [
                     ("re-export-f32", vec![], Export::Safetensors(DType::F32)),
                     ("re-export-f16", vec![], Export::Safetensors(DType::F16)),
-                    ("noise-20%", vec![Transform::Noise(0.2)], Export::Safetensors(DType::F16)),
-                    ("ffn-permute+q8_0", vec![Transform::FfnPermute], Export::Gguf(DType::Q8_0)),
-                    ("every-2nd-layer", vec![Transform::EverySecondLayer], Export::Safetensors(DType::F16)),
+                    (
+                        "noise-20%",
+                        vec![Transform::Noise(0.2)],
+                        Export::Safetensors(DType::F16),
+                    ),
+                    (
+                        "ffn-permute+q8_0",
+                        vec![Transform::FfnPermute],
+                        Export::Gguf(DType::Q8_0),
+                    ),
+                    (
+                        "every-2nd-layer",
+                        vec![Transform::EverySecondLayer],
+                        Export::Safetensors(DType::F16),
+                    ),
                 ] {
                     suspects.push((label.into(), write_case(&dir, &m, label, &ts, e, 7)?));
                 }
@@ -190,9 +224,24 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
         }
         for (label, sp) in suspects {
             let tests = test_weights(&sp, &registry)?;
-            let r = finish(sp.display().to_string(), InputKind::Weights, tests, 1e-3, None);
-            let own = r.results.iter().find(|t| &t.name == name).context("own entry")?;
-            let matched: Vec<&str> = r.results.iter().filter(|t| t.matched).map(|t| t.name.as_str()).collect();
+            let r = finish(
+                sp.display().to_string(),
+                InputKind::Weights,
+                tests,
+                1e-3,
+                None,
+            );
+            let own = r
+                .results
+                .iter()
+                .find(|t| &t.name == name)
+                .context("own entry")?;
+            let matched: Vec<&str> = r
+                .results
+                .iter()
+                .filter(|t| t.matched)
+                .map(|t| t.name.as_str())
+                .collect();
             let other = r
                 .results
                 .iter()
@@ -209,10 +258,16 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
                 .get("layer_map")
                 .and_then(|v| v.as_object())
                 .map(|o| {
-                    let v: Vec<String> = o.iter().map(|(k, v)| format!("{k}->{}", v.as_str().unwrap_or("?"))).collect();
+                    let v: Vec<String> = o
+                        .iter()
+                        .map(|(k, v)| format!("{k}->{}", v.as_str().unwrap_or("?")))
+                        .collect();
                     let s = v.join(" ");
                     if s.len() > 40 {
-                        format!("{}…", &s[..s.char_indices().nth(40).map(|x| x.0).unwrap_or(s.len())])
+                        format!(
+                            "{}…",
+                            &s[..s.char_indices().nth(40).map(|x| x.0).unwrap_or(s.len())]
+                        )
                     } else {
                         s
                     }
@@ -222,9 +277,16 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
                 "| {name} | {label} | {} | {} | {} | {} | {} | {lm} |",
                 fmt_p(own.p_raw),
                 fmt_p(own.p_value),
-                if matched.is_empty() { "-".into() } else { matched.join(", ") },
+                if matched.is_empty() {
+                    "-".into()
+                } else {
+                    matched.join(", ")
+                },
                 fmt_p(other),
-                own.details.get("probes_matched").and_then(|v| v.as_str()).unwrap_or("-"),
+                own.details
+                    .get("probes_matched")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("-"),
             );
         }
     }
@@ -236,14 +298,20 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
     // Null: independent models of the same architecture, every pair, both ways round.
     println!("| null run | models | ordered pairs | p_raw <= 1e-3 | <= 0.01 | <= 0.05 | <= 0.1 | <= 0.5 | min p_raw |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (label, cfg, seed0) in [("zoo-llama", Config::llama(), 1000u64), ("zoo-bert", Config::bert(), 5000)] {
+    for (label, cfg, seed0) in [
+        ("zoo-llama", Config::llama(), 1000u64),
+        ("zoo-bert", Config::bert(), 5000),
+    ] {
         let dir = root.join(format!("null-{label}"));
         std::fs::create_dir_all(&dir)?;
         let mut paths = Vec::new();
         for k in 0..null_models {
             let m = ZModel::generate(cfg, seed0 + k as u64);
             let p = dir.join(format!("{k}.safetensors"));
-            write(&p, &export(&m, Export::Safetensors(DType::F16)).map_err(anyhow::Error::msg)?)?;
+            write(
+                &p,
+                &export(&m, Export::Safetensors(DType::F16)).map_err(anyhow::Error::msg)?,
+            )?;
             paths.push(p);
         }
         let fps = paths
