@@ -36,6 +36,8 @@ pub const MIN_ROWS: usize = 32;
 pub const DESCRIBE_BELOW: f64 = 1e-6;
 /// Sub-Gram correlation from which a registered matrix counts as found in the suspect.
 pub const PROBE_MATCH: f32 = 0.5;
+/// Token rows used by [`invariant_similarity`].
+pub const INVARIANT_TOKENS: usize = 64;
 /// Embedding candidates tried in the suspect (input embedding and untied output head).
 pub const MAX_CANDIDATES: usize = 2;
 
@@ -73,18 +75,26 @@ pub struct SplitTest {
     pub rows: usize,
 }
 
-/// Centre each column and scale it to unit length (zero columns stay zero).
+/// Centre each column and scale it to unit length (zero columns stay zero). Row-wise passes,
+/// so the row-major data is read in order.
 fn standardize(z: &Array2<f32>) -> Array2<f32> {
-    let mut z = z.clone();
-    for mut c in z.columns_mut() {
-        let m = c.mean().unwrap_or(0.0);
-        c -= m;
-        let n = c.dot(&c).sqrt();
-        if n > 0.0 && n.is_finite() {
-            c /= n;
+    let n = z.nrows().max(1) as f32;
+    let mean = z.sum_axis(Axis(0)) / n;
+    let mut z = z - &mean;
+    let mut ss = Array1::<f32>::zeros(z.ncols());
+    for row in z.rows() {
+        ss.zip_mut_with(&row, |a, &x| *a += x * x);
+    }
+    let inv = ss.mapv(|v| {
+        let r = v.sqrt();
+        if r > 0.0 && r.is_finite() {
+            1.0 / r
         } else {
-            c.fill(0.0);
+            0.0
         }
+    });
+    for mut row in z.rows_mut() {
+        row *= &inv;
     }
     z
 }
@@ -220,6 +230,11 @@ impl Suspect {
         let Some((c, t, keep)) = best else {
             return Err(FingerprintError::Internal("no candidate"));
         };
+        let inv = {
+            let idx: Vec<usize> = keep.iter().map(|&k| fp.embedding.rows[k]).collect();
+            let zs = self.rows(c, &idx)?;
+            invariant_similarity(&zs, &zr_all.select(Axis(0), &keep))
+        };
         // Bonferroni over the suspect's embedding candidates.
         let ln_p = (t.ln_p + (self.embeddings.len() as f64).ln()).min(0.0);
         let p = ln_p.exp().max(f64::MIN_POSITIVE);
@@ -234,6 +249,7 @@ impl Suspect {
             .with("rows_scored", t.rows)
             .with("units_tested", t.tested)
             .with("units_agreeing", t.agree)
+            .with("invariant_similarity", inv)
             .with(
                 "embedding",
                 json!({"registered": fp.embedding.tensor, "suspect": sname,
@@ -399,6 +415,25 @@ impl Suspect {
         out.insert("matched_tensors".into(), Value::Array(matched));
         Ok((alignment, out))
     }
+}
+
+/// The alignment-free second line (HuRef-style): the correlation between the two models' Gram
+/// matrices `X X^T` of [`INVARIANT_TOKENS`] shared token rows. `X X^T` does not change under any
+/// orthogonal transform of the hidden space (permutation, sign, rotation) and the correlation
+/// ignores scale. Reported as a similarity, not a p-value: independently trained models that
+/// share a tokenizer and data can agree on it too, so it has no null that holds for them.
+pub fn invariant_similarity(zs: &Array2<f32>, zr: &Array2<f32>) -> f32 {
+    let n = zs.nrows().min(zr.nrows());
+    let step = (n / INVARIANT_TOKENS).max(1);
+    let idx: Vec<usize> = (0..n).step_by(step).take(INVARIANT_TOKENS).collect();
+    let gram = |z: &Array2<f32>| {
+        let x = z.select(Axis(0), &idx);
+        let x = &x
+            - &x.mean_axis(Axis(0))
+                .unwrap_or_else(|| Array1::zeros(x.ncols()));
+        off_diagonal(&x.dot(&x.t()))
+    };
+    pearson(&gram(zs), &gram(zr))
 }
 
 /// The strict upper triangle of a square matrix as a vector.

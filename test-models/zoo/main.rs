@@ -178,8 +178,8 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
         "Registered: {n_reg} fingerprints. p_raw: the suspect against its own registered model;"
     );
     println!("p (Holm): corrected over all {n_reg}; match at alpha = 1e-3; other: smallest raw p of the wrong entries.\n");
-    println!("| model | transformation | p_raw | p (Holm) | matched as | other min p_raw | probes matched | layer map |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| model | transformation | p_raw | p (Holm) | matched as | other min p_raw | probes matched | inv. sim. | layer map |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut worst: f64 = 0.0;
     let mut wrong = 0usize;
     let mut cases_run = 0usize;
@@ -274,7 +274,7 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
                 })
                 .unwrap_or_default();
             println!(
-                "| {name} | {label} | {} | {} | {} | {} | {} | {lm} |",
+                "| {name} | {label} | {} | {} | {} | {} | {} | {:.3} | {lm} |",
                 fmt_p(own.p_raw),
                 fmt_p(own.p_value),
                 if matched.is_empty() {
@@ -296,8 +296,8 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
     );
 
     // Null: independent models of the same architecture, every pair, both ways round.
-    println!("| null run | models | ordered pairs | p_raw <= 1e-3 | <= 0.01 | <= 0.05 | <= 0.1 | <= 0.5 | min p_raw |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| null run | models | ordered pairs | p_raw <= 1e-3 | <= 0.01 | <= 0.05 | <= 0.1 | <= 0.5 | min p_raw | max inv. sim. |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (label, cfg, seed0) in [
         ("zoo-llama", Config::llama(), 1000u64),
         ("zoo-bert", Config::bert(), 5000),
@@ -319,18 +319,27 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
             .map(|p| extract(p, "null"))
             .collect::<Result<Vec<_>, _>>()?;
         let mut ps = Vec::new();
+        let mut max_inv = f64::NEG_INFINITY;
         for (a, p) in paths.iter().enumerate() {
             let s = Suspect::open(p)?;
             for (b, fp) in fps.iter().enumerate() {
                 if a != b {
-                    ps.push(s.test(fp)?.p_raw);
+                    let t = s.test(fp)?;
+                    ps.push(t.p_raw);
+                    if let Some(v) = t
+                        .details
+                        .get("invariant_similarity")
+                        .and_then(|v| v.as_f64())
+                    {
+                        max_inv = max_inv.max(v);
+                    }
                 }
             }
         }
         let n = ps.len() as f64;
         let frac = |a: f64| format!("{:.3}", ps.iter().filter(|&&p| p <= a).count() as f64 / n);
         println!(
-            "| {label} | {null_models} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {null_models} | {} | {} | {} | {} | {} | {} | {} | {max_inv:.3} |",
             ps.len(),
             ps.iter().filter(|&&p| p <= 1e-3).count(),
             frac(0.01),
