@@ -287,6 +287,10 @@ fn table(null_models: usize, no_real: bool, work: Option<PathBuf>) -> anyhow::Re
                     .get("probes_matched")
                     .and_then(|v| v.as_str())
                     .unwrap_or("-"),
+                own.details
+                    .get("invariant_similarity")
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(f64::NAN),
             );
         }
     }
