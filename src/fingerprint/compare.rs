@@ -352,20 +352,29 @@ impl Suspect {
         let mut matched = Vec::new();
         let mut reg_layers: HashMap<String, (usize, usize)> = HashMap::new();
         let mut votes: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        // Score every registered probe against every suspect probe; a pair counts when each is
+        // the other's best (so a dropped layer is not claimed by its look-alike neighbour).
+        let reg_grams = (0..fp.probes.len())
+            .map(|pi| fp.probe_gram(pi).map(|g| off_diagonal(&g)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let score = Array2::from_shape_fn((reg_grams.len(), grams.len()), |(a, b)| {
+            pearson(&reg_grams[a], &grams[b].2)
+        });
+        let best_reg: Vec<usize> = score
+            .columns()
+            .into_iter()
+            .map(|c| argmax(c.iter()))
+            .collect();
         for (pi, p) in fp.probes.iter().enumerate() {
-            let g = off_diagonal(&fp.probe_gram(pi)?);
-            let mut best: Option<(f32, usize)> = None;
-            for (gi, (_, _, sg)) in grams.iter().enumerate() {
-                let c = pearson(&g, sg);
-                if best.is_none_or(|b| c > b.0) {
-                    best = Some((c, gi));
-                }
-            }
             let layer = layer_of(&p.tensor);
             let entry = reg_layers.entry(layer.clone()).or_default();
             entry.1 += 1;
-            let Some((score, gi)) = best else { continue };
-            if score < PROBE_MATCH {
+            if grams.is_empty() {
+                continue;
+            }
+            let gi = argmax(score.row(pi).iter());
+            let score = score[[pi, gi]];
+            if score < PROBE_MATCH || best_reg[gi] != pi {
                 continue;
             }
             entry.0 += 1;
