@@ -320,7 +320,8 @@ impl Suspect {
         let identity = units.iter().enumerate().filter(|(k, j)| k == *j).count();
         let alignment = json!({
             "hidden": {"registered": fp.hidden, "suspect": e.hidden},
-            "vocab": {"registered": fp.vocab, "suspect": e.vocab},
+            "vocab": {"registered": fp.vocab, "suspect": e.vocab,
+                      "added": e.vocab as i64 - fp.vocab as i64},
             "probe_units_aligned": distinct.len(),
             "hidden_permuted": identity < u,
             "units_in_place": identity,
