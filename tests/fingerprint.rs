@@ -370,6 +370,76 @@ fn hostile_inputs_are_refused_cleanly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.fp"));
 }
 
+/// A sharded directory is one model: fingerprint it, then find a GGUF copy; and the reverse.
+#[test]
+fn sharded_directory_round_trip() {
+    use hallmark::weights::write::{safetensors_bytes, OwnedTensor};
+    let dir = tempfile::tempdir().unwrap();
+    let m = ZModel::generate(Config::llama(), 21);
+    let shards = dir.path().join("sharded");
+    std::fs::create_dir_all(&shards).unwrap();
+    let half = m.tensors.len() / 2;
+    for (k, part) in [&m.tensors[..half], &m.tensors[half..]].iter().enumerate() {
+        let ts: Vec<OwnedTensor> = part
+            .iter()
+            .map(|t| OwnedTensor {
+                name: t.name.clone(),
+                dtype: DType::F32,
+                shape: t.shape.iter().map(|&d| d as u64).collect(),
+                bytes: t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            })
+            .collect();
+        let bytes = safetensors_bytes(&ts, &[]).unwrap();
+        std::fs::write(
+            shards.join(format!("model-0000{}-of-00002.safetensors", k + 1)),
+            bytes,
+        )
+        .unwrap();
+    }
+    let fp = extract(&shards, "sharded").unwrap();
+    let gguf = write_model(
+        dir.path(),
+        "copy",
+        &transformed(&m, &[Transform::Noise(0.05)]),
+        Export::Gguf(DType::Q4_0),
+    );
+    assert!(Suspect::open(&gguf).unwrap().test(&fp).unwrap().p_raw < 1e-100);
+    let fp2 = extract(&gguf, "gguf").unwrap();
+    assert!(Suspect::open(&shards).unwrap().test(&fp2).unwrap().p_raw < 1e-100);
+}
+
+/// A fingerprint of another version or with inconsistent sizes is refused.
+#[test]
+fn malformed_fingerprints_are_refused() {
+    use hallmark::fingerprint::Fingerprint;
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_model(
+        dir.path(),
+        "m",
+        &ZModel::generate(Config::tiny(), 2),
+        Export::Safetensors(DType::F32),
+    );
+    let good = extract(&p, "m").unwrap();
+    let json = |f: &Fingerprint| f.to_json().unwrap();
+    assert!(Fingerprint::from_json(&json(&good)).is_ok());
+    let mut bad = good.clone();
+    bad.version = 2;
+    assert!(Fingerprint::from_json(&json(&bad)).is_err());
+    let mut bad = good.clone();
+    bad.embedding.rows.reverse();
+    assert!(Fingerprint::from_json(&json(&bad)).is_err());
+    let mut bad = good.clone();
+    bad.hidden = usize::MAX;
+    bad.probe_units = usize::MAX;
+    let bad = Fingerprint::from_json(&json(&bad)).unwrap();
+    assert!(bad.embedding_rows().is_err() && bad.probe_gram(0).is_err());
+    let mut bad = good.clone();
+    bad.embedding.values.truncate(100);
+    let bad = Fingerprint::from_json(&json(&bad)).unwrap();
+    let s = Suspect::open(&p).unwrap();
+    assert!(s.test(&bad).is_err());
+}
+
 /// Fingerprints are deterministic and small: same model, same bytes.
 #[test]
 fn fingerprint_is_deterministic_and_versioned() {

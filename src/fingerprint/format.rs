@@ -145,7 +145,10 @@ impl Fingerprint {
     /// The sampled embedding rows, `rows x hidden`, in the model's own scale.
     pub fn embedding_rows(&self) -> Result<Array2<f32>, FingerprintError> {
         let n = self.embedding.rows.len();
-        let v = unpack(&self.embedding.values, n * self.hidden, "embedding")?;
+        let count = n
+            .checked_mul(self.hidden)
+            .ok_or_else(|| FingerprintError::BadFingerprint("embedding size overflows".into()))?;
+        let v = unpack(&self.embedding.values, count, "embedding")?;
         let s = self.embedding.scale as f32;
         Array2::from_shape_vec((n, self.hidden), v.into_iter().map(|x| x * s).collect())
             .map_err(|e| FingerprintError::BadFingerprint(e.to_string()))
@@ -158,7 +161,12 @@ impl Fingerprint {
             .probes
             .get(i)
             .ok_or(FingerprintError::Internal("probe index"))?;
-        let tri = unpack(&p.gram, u * (u + 1) / 2, "probe")?;
+        let count = u
+            .checked_add(1)
+            .and_then(|v| u.checked_mul(v))
+            .ok_or_else(|| FingerprintError::BadFingerprint("probe size overflows".into()))?
+            / 2;
+        let tri = unpack(&p.gram, count, "probe")?;
         let mut g = Array2::<f32>::zeros((u, u));
         let mut k = 0;
         for a in 0..u {
