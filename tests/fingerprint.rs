@@ -213,6 +213,24 @@ fn null_p_values_are_conservative_over_210_pairs() {
     assert!(t.p_raw < 1e-30, "{}", t.p_raw);
 }
 
+/// A rotated hidden space (outside what the p-value covers) is still seen by the
+/// alignment-free second line; an independent model is not.
+#[test]
+fn rotation_is_seen_by_the_invariant_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ZModel::generate(Config::llama(), 31);
+    let p = write_model(dir.path(), "base", &base, Export::Safetensors(DType::F32));
+    let fp = extract(&p, "base").unwrap();
+    let sim = |m: &ZModel, name: &str| {
+        let s = write_model(dir.path(), name, m, Export::Safetensors(DType::F16));
+        let t = Suspect::open(&s).unwrap().test(&fp).unwrap();
+        t.details["invariant_similarity"].as_f64().unwrap()
+    };
+    let rotated = transformed(&base, &[Transform::HiddenRotate, Transform::Noise(0.05)]);
+    assert!(sim(&rotated, "rotated") > 0.95);
+    assert!(sim(&ZModel::generate(Config::llama(), 32), "other") < 0.2);
+}
+
 /// Our dequantization of the real SmolLM2 Q4_1 GGUF (Q4_1, Q8_0 and F32 tensors) equals
 /// candle's own.
 #[test]
