@@ -83,9 +83,15 @@ pub fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    // serde_json wraps the io::Error of a closed stdout in its own error type.
     err.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            .map(|e| e.kind())
+            .or_else(|| {
+                c.downcast_ref::<serde_json::Error>()
+                    .and_then(|e| e.io_error_kind())
+            })
+            == Some(std::io::ErrorKind::BrokenPipe)
     })
 }
 
