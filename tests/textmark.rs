@@ -79,3 +79,430 @@ fn kgw_and_gumbel_round_trip_on_a_simulated_lm() {
         assert!(other.detect(&ids).p_value > 1e-3);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A cheap simulated language model with controlled entropy, for the statistical tests.
+
+/// Order-1 Markov "language model": after token `prev`, the token of rank r (0-based) has logit
+/// −s·ln(r + 1) (a Zipf law; `s` sets the entropy), and ranks are laid over the vocabulary by a
+/// permutation that depends on `prev` (v = (r·a + c(prev)) mod V), like a real model whose
+/// preferences depend on the context.
+struct ZipfLm {
+    vocab: usize,
+    logits_by_rank: Vec<f32>,
+    probs_by_rank: Vec<f64>,
+    cdf: Vec<f64>,
+    mul: u64,
+}
+
+impl ZipfLm {
+    fn new(vocab: usize, s: f64) -> Self {
+        let logits_by_rank: Vec<f32> = (0..vocab)
+            .map(|r| (-s * ((r + 1) as f64).ln()) as f32)
+            .collect();
+        let w: Vec<f64> = (0..vocab).map(|r| ((r + 1) as f64).powf(-s)).collect();
+        let z: f64 = w.iter().sum();
+        let probs_by_rank: Vec<f64> = w.iter().map(|x| x / z).collect();
+        let mut acc = 0.0;
+        let cdf = probs_by_rank
+            .iter()
+            .map(|p| {
+                acc += p;
+                acc
+            })
+            .collect();
+        // An odd multiplier coprime with the vocabulary size (1,000,003 is prime).
+        Self {
+            vocab,
+            logits_by_rank,
+            probs_by_rank,
+            cdf,
+            mul: 1_000_003,
+        }
+    }
+    fn offset(&self, prev: u32) -> u64 {
+        (prev as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20
+    }
+    fn token_of_rank(&self, prev: u32, r: usize) -> u32 {
+        ((r as u64 * self.mul + self.offset(prev)) % self.vocab as u64) as u32
+    }
+    fn logits(&self, context: &[u32]) -> Vec<f32> {
+        let prev = context.last().copied().unwrap_or(0);
+        let mut l = vec![0f32; self.vocab];
+        // v(r) = (r·a + c) mod V, stepped without a division per token.
+        let v = self.vocab as u64;
+        let step = self.mul % v;
+        let mut t = self.offset(prev) % v;
+        for &x in &self.logits_by_rank {
+            l[t as usize] = x;
+            t += step;
+            if t >= v {
+                t -= v;
+            }
+        }
+        l
+    }
+    /// Ordinary (unwatermarked) text, sampled directly from the ranks: fast.
+    fn null_text(&self, rng: &mut StdRng, n: usize) -> Vec<u32> {
+        let mut out = vec![rng.gen_range(0..self.vocab as u32)];
+        for _ in 1..n {
+            let u: f64 = rng.gen();
+            let r = self.cdf.partition_point(|&c| c <= u).min(self.vocab - 1);
+            out.push(self.token_of_rank(*out.last().unwrap(), r));
+        }
+        out
+    }
+    fn generate(&self, s: &mut dyn TokenSampler, prompt: &[u32], n: usize) -> Vec<u32> {
+        let mut ctx = prompt.to_vec();
+        for _ in 0..n {
+            let l = self.logits(&ctx);
+            let t = s.next_token(&ctx, &l);
+            ctx.push(t);
+        }
+        ctx[prompt.len()..].to_vec()
+    }
+    fn entropy(&self) -> f64 {
+        -self
+            .probs_by_rank
+            .iter()
+            .filter(|&&p| p > 0.0)
+            .map(|p| p * p.ln())
+            .sum::<f64>()
+    }
+}
+
+/// Two-sided one-sample Kolmogorov-Smirnov statistic of `ps` against Uniform(0, 1).
+fn ks_uniform(ps: &mut [f64]) -> f64 {
+    ps.sort_by(|a, b| a.total_cmp(b));
+    let n = ps.len() as f64;
+    ps.iter()
+        .enumerate()
+        .map(|(i, &p)| ((i + 1) as f64 / n - p).max(p - i as f64 / n))
+        .fold(0.0, f64::max)
+}
+
+/// The KS critical value at level 0.001 (asymptotic: sqrt(-ln(0.0005)/2) / sqrt(n)).
+fn ks_critical_001(n: usize) -> f64 {
+    1.949 / (n as f64).sqrt()
+}
+
+/// Randomised p-value of a green count: exactly Uniform(0, 1) under the null.
+fn randomized_binomial_p(g: u64, n: u64, gamma: f64, u: f64) -> f64 {
+    let ge = hallmark::stats::binomial_sf(g, n, gamma);
+    let gt = hallmark::stats::binomial_sf(g + 1, n, gamma);
+    gt + u * (ge - gt)
+}
+
+fn null_keys() -> Vec<WatermarkKey> {
+    vec![
+        key(KGW, ContextRule::Left(1), 11),
+        key(KGW, ContextRule::Min(4), 12),
+        key(
+            SchemeParams::Kgw {
+                gamma: 0.5,
+                delta: 1.0,
+            },
+            ContextRule::Left(2),
+            13,
+        ),
+        key(SchemeParams::Gumbel, ContextRule::Left(4), 14),
+        key(SchemeParams::Gumbel, ContextRule::Left(1), 15),
+    ]
+}
+
+#[test]
+fn null_p_values_are_uniform_and_fpr_is_controlled() {
+    // 20,000 unwatermarked texts of 100 tokens per key, from a low-entropy model (many repeated
+    // pairs, which must be counted once) and a high-entropy one.
+    let mut rng = StdRng::seed_from_u64(2024);
+    for (lm_i, lm) in [ZipfLm::new(5000, 1.1), ZipfLm::new(5000, 0.6)]
+        .iter()
+        .enumerate()
+    {
+        let texts: Vec<Vec<u32>> = (0..10_000).map(|_| lm.null_text(&mut rng, 100)).collect();
+        for k in null_keys() {
+            let d = Detector::new(&k);
+            let mut exact = Vec::new();
+            let mut reported = Vec::new();
+            for t in &texts {
+                let r = d.detect(t);
+                reported.push(r.p_value);
+                exact.push(match k.scheme() {
+                    SchemeParams::Kgw { gamma, .. } => {
+                        randomized_binomial_p(r.statistic as u64, r.scored as u64, gamma, rng.gen())
+                    }
+                    SchemeParams::Gumbel => r.p_whole,
+                });
+            }
+            let n = exact.len();
+            let ks = ks_uniform(&mut exact);
+            assert!(
+                ks < ks_critical_001(n),
+                "lm {lm_i} {k:?}: KS {ks} >= {}",
+                ks_critical_001(n)
+            );
+            for alpha in [1e-2, 1e-3] {
+                let fp = reported.iter().filter(|&&p| p <= alpha).count() as f64;
+                // One-sided: the reported p-value (with windows) is conservative; the count must
+                // not exceed the upper end of the binomial 99.9% interval for rate alpha.
+                let upper = n as f64 * alpha + 3.1 * (n as f64 * alpha * (1.0 - alpha)).sqrt();
+                assert!(
+                    fp <= upper,
+                    "lm {lm_i} {k:?}: {fp} false positives at {alpha} (max {upper})"
+                );
+            }
+        }
+    }
+}
+
+/// Green fraction and power of kgw (γ = 0.25, δ = 2, T = 200, temperature 1) on a Zipf model
+/// of exponent `s`, with what theory predicts for them. Returns (entropy, measured green
+/// fraction, exact expected fraction π, Theorem 4.2 bound, standard error, TPR at p <= 1e-5,
+/// predicted TPR).
+fn kgw_power(s: f64, texts: u64) -> (f64, f64, f64, f64, f64, f64, f64) {
+    let (gamma, delta) = (0.25f64, 2.0f64);
+    let lm = ZipfLm::new(5000, s);
+    let alpha = delta.exp();
+    let p = &lm.probs_by_rank;
+
+    // Exact expectation for this distribution: with each token green independently with
+    // probability γ, P[green] = E_g[Σ p_v α^g_v g_v / Σ p_v α^g_v]; Monte Carlo over g.
+    let mut r = StdRng::seed_from_u64(77);
+    let mc = 4000;
+    let mut pi = 0.0;
+    for _ in 0..mc {
+        let (mut num, mut den) = (0.0, 0.0);
+        for &pv in p {
+            if r.gen::<f64>() < gamma {
+                num += pv * alpha;
+                den += pv * alpha;
+            } else {
+                den += pv;
+            }
+        }
+        pi += num / den / mc as f64;
+    }
+    // The paper's Theorem 4.2 lower bound, via the spike entropy.
+    let zmod = (1.0 - gamma) * (alpha - 1.0) / (1.0 + (alpha - 1.0) * gamma);
+    let spike: f64 = p.iter().map(|&pv| pv / (1.0 + zmod * pv)).sum();
+    let bound = gamma * alpha * spike / (1.0 + (alpha - 1.0) * gamma);
+
+    let k = key(SchemeParams::Kgw { gamma, delta }, ContextRule::Left(1), 21);
+    let d = Detector::new(&k);
+    let (mut green, mut scored, mut detected, mut predicted) = (0.0, 0.0, 0usize, 0.0);
+    for i in 0..texts {
+        let mut smp = k.sampler(SamplingParams::default(), i);
+        let ids = lm.generate(&mut *smp, &[i as u32], 200);
+        let res = d.detect(&ids);
+        green += res.statistic;
+        scored += res.scored as f64;
+        detected += (res.p_value <= 1e-5) as usize;
+        // Predicted power at this length: P[Bin(n, π) >= k*] where k* is the smallest green
+        // count whose whole-text p-value (x2 for the window test) reaches 1e-5.
+        let n = res.scored as u64;
+        let kstar = (0..=n)
+            .find(|&g| 2.0 * hallmark::stats::binomial_sf(g, n, gamma) <= 1e-5)
+            .unwrap_or(n + 1);
+        predicted += hallmark::stats::binomial_sf(kstar, n, pi) / texts as f64;
+    }
+    let frac = green / scored;
+    let se = (pi * (1.0 - pi) / scored).sqrt();
+    let tpr = detected as f64 / texts as f64;
+    eprintln!(
+        "kgw, Zipf s = {s}: entropy {:.2} nats, green fraction {frac:.4} (theory {pi:.4}, \
+         bound {bound:.4}), TPR@1e-5 {tpr:.3} (theory {predicted:.3})",
+        lm.entropy()
+    );
+    (
+        lm.entropy(),
+        frac,
+        pi,
+        bound,
+        se,
+        tpr,
+        predicted.clamp(0.0, 1.0),
+    )
+}
+
+#[test]
+fn kgw_power_matches_theory() {
+    // High entropy (as in the paper's headline) and low entropy, where detection is harder.
+    for (s, texts) in [(1.0, 150), (1.6, 150)] {
+        let (_, frac, pi, bound, se, tpr, predicted) = kgw_power(s, texts);
+        assert!(pi >= bound - 1e-3, "exact {pi} below the bound {bound}?");
+        assert!(
+            (frac - pi).abs() < 4.0 * se,
+            "s={s}: green fraction {frac} vs theory {pi} (se {se})"
+        );
+        let tol = 3.0 * (predicted * (1.0 - predicted) / texts as f64).sqrt() + 0.03;
+        assert!(
+            (tpr - predicted).abs() <= tol,
+            "s={s}: TPR {tpr} vs predicted {predicted}"
+        );
+        if s == 1.0 {
+            assert!(tpr >= 0.98, "TPR {tpr} at T = 200");
+        }
+    }
+}
+
+/// Chi-square p-value of `counts` against probabilities `probs` (bins with tiny expectations
+/// merged into their neighbours until each expects at least 5).
+fn chi2_p(counts: &[u64], probs: &[f64]) -> f64 {
+    let n: u64 = counts.iter().sum();
+    let (mut x, mut bins) = (0.0, 0usize);
+    let (mut c, mut e) = (0.0, 0.0);
+    for (&ci, &pi) in counts.iter().zip(probs) {
+        c += ci as f64;
+        e += pi * n as f64;
+        if e >= 5.0 {
+            x += (c - e) * (c - e) / e;
+            bins += 1;
+            c = 0.0;
+            e = 0.0;
+        }
+    }
+    if e > 0.0 {
+        x += (c - e) * (c - e) / e.max(1e-9);
+        bins += 1;
+    }
+    hallmark::stats::chi2_sf(x, (bins - 1) as f64)
+}
+
+/// Draw `n` tokens with `params` from fixed `logits`, each from a fresh context (or always the
+/// same context when `repeat`), and compare the frequencies with the candidate distribution.
+fn distribution_check(
+    k: &WatermarkKey,
+    logits: &[f32],
+    params: SamplingParams,
+    n: usize,
+    repeat: bool,
+) -> f64 {
+    let cands = hallmark::textmark::sampling::candidates(logits, &params);
+    let mut index = vec![usize::MAX; logits.len()];
+    for (i, (id, _)) in cands.iter().enumerate() {
+        index[*id as usize] = i;
+    }
+    let mut counts = vec![0u64; cands.len()];
+    let mut s = k.sampler(params, 5);
+    for i in 0..n {
+        let ctx = if repeat { 7 } else { i as u32 };
+        let t = s.next_token(&[ctx], logits);
+        let j = index[t as usize];
+        assert!(j != usize::MAX, "token {t} outside the candidate set");
+        counts[j] += 1;
+    }
+    chi2_p(&counts, &cands.iter().map(|c| c.1).collect::<Vec<_>>())
+}
+
+#[test]
+fn gumbel_leaves_the_sampling_distribution_unchanged() {
+    let g = key(SchemeParams::Gumbel, ContextRule::Left(1), 31);
+    let zipf = |v: usize, s: f64| ZipfLm::new(v, s).logits(&[0]);
+    let full = SamplingParams::default();
+    // All candidates in the race's head.
+    let p = distribution_check(&g, &zipf(50, 1.0), full, 20_000, false);
+    assert!(p > 1e-3, "head-only: chi-square p = {p}");
+    // A flat distribution over 8,192 tokens: most of the mass in the tail (p < 2^-12).
+    let p = distribution_check(&g, &zipf(8192, 0.3), full, 10_000, false);
+    assert!(p > 1e-3, "head + tail: chi-square p = {p}");
+    // Temperature, top-k and top-p compose with the watermark.
+    let filtered = SamplingParams {
+        temperature: 0.8,
+        top_k: Some(30),
+        top_p: Some(0.9),
+    };
+    let p = distribution_check(&g, &zipf(200, 1.0), filtered, 20_000, false);
+    assert!(p > 1e-3, "filtered: chi-square p = {p}");
+    // One context over and over: after its first use the sampler falls back to ordinary sampling.
+    let p = distribution_check(&g, &zipf(50, 1.0), full, 20_000, true);
+    assert!(p > 1e-3, "repeated context: chi-square p = {p}");
+    // The check has power: kgw (which does bias the distribution) fails it.
+    let p = distribution_check(
+        &key(KGW, ContextRule::Left(1), 32),
+        &zipf(50, 1.0),
+        full,
+        20_000,
+        false,
+    );
+    assert!(p < 1e-6, "kgw should be detected as biased, p = {p}");
+}
+
+#[test]
+fn kgw_sampler_composes_with_filters_and_greedy() {
+    let k = key(KGW, ContextRule::Left(1), 41);
+    let lm = ZipfLm::new(3000, 1.0);
+    let d = Detector::new(&k);
+    let l = lm.logits(&[3]);
+    // top-k: every token among the k most likely.
+    let mut top: Vec<u32> = (0..3000u32).collect();
+    top.sort_by(|a, b| l[*b as usize].total_cmp(&l[*a as usize]));
+    let params = SamplingParams {
+        temperature: 0.7,
+        top_k: Some(20),
+        top_p: Some(0.95),
+    };
+    let mut s = k.sampler(params, 1);
+    for i in 0..500 {
+        let t = s.next_token(&[i], &l);
+        assert!(top[..20].contains(&t));
+    }
+    // Same key, seed and logits: same tokens.
+    let run = |seed| {
+        let mut s = k.sampler(params, seed);
+        lm.generate(&mut *s, &[9], 50)
+    };
+    assert_eq!(run(4), run(4));
+    // Greedy: the biased argmax is deterministic and still watermarked.
+    let greedy = SamplingParams {
+        temperature: 0.0,
+        top_k: None,
+        top_p: None,
+    };
+    let mut s = k.sampler(greedy, 0);
+    let ids = lm.generate(&mut *s, &[1], 150);
+    let mut s2 = k.sampler(greedy, 99);
+    assert_eq!(ids, lm.generate(&mut *s2, &[1], 150));
+    let r = d.detect(&ids);
+    assert!(r.decided, "{r:?}");
+}
+
+#[test]
+fn windowed_detection_finds_a_pasted_paragraph() {
+    // 200 watermarked tokens inside 1,000 tokens of unwatermarked text.
+    let lm = ZipfLm::new(5000, 1.0);
+    let mut rng = StdRng::seed_from_u64(5);
+    for scheme in [KGW, SchemeParams::Gumbel] {
+        let k = key(scheme, ContextRule::Left(1), 51);
+        let d = Detector::new(&k);
+        let mut found = 0;
+        for i in 0..20 {
+            let before = lm.null_text(&mut rng, 500);
+            let mut s = k.sampler(SamplingParams::default(), i);
+            let marked = lm.generate(&mut *s, &before, 200);
+            let after = lm.null_text(&mut rng, 500);
+            let doc: Vec<u32> = [before, marked, after].concat();
+            let r = d.detect(&doc);
+            let w = r.window.clone().unwrap();
+            if r.p_value <= 1e-5 {
+                found += 1;
+                // The best window overlaps the pasted part.
+                assert!(w.token_start < 700 && w.token_end > 500, "{w:?}");
+            }
+            assert!(r.p_value <= r.p_whole * 2.0 + 1e-300);
+        }
+        assert!(found >= 18, "{scheme:?}: found {found} / 20");
+    }
+}
+
+#[test]
+fn too_short_to_decide() {
+    let k = key(KGW, ContextRule::Left(1), 61);
+    let d = Detector::new(&k);
+    let r = d.detect(&[1, 2, 3, 4, 5]);
+    assert_eq!(r.scored, 4);
+    assert!(!r.decided);
+    // Repeats are counted once: a long text of one repeated pair is still too short.
+    let r = d.detect(&[7; 500]);
+    assert_eq!(r.scored, 1);
+    assert!(!r.decided);
+}

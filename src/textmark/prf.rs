@@ -100,16 +100,17 @@ pub fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Map a 64-bit value to a uniform in the open interval (0, 1) (53-bit grid, midpoints).
+/// Map a 64-bit value to a uniform in the open interval (0, 1): the midpoints of a 2^-52 grid
+/// (every one exactly representable, as is its complement).
 #[inline(always)]
 pub fn unit_open(v: u64) -> f64 {
-    ((v >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+    ((v >> 12) as f64 + 0.5) * (1.0 / (1u64 << 52) as f64)
 }
 
 /// `1 - unit_open(v)`, computed exactly (no cancellation near 1).
 #[inline(always)]
 pub fn unit_open_complement(v: u64) -> f64 {
-    (((1u64 << 53) - (v >> 11)) as f64 - 0.5) * (1.0 / (1u64 << 53) as f64)
+    (((1u64 << 52) - (v >> 12)) as f64 - 0.5) * (1.0 / (1u64 << 52) as f64)
 }
 
 /// The keyed PRF of one key and scheme.

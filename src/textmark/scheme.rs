@@ -131,30 +131,32 @@ impl Scheme for Kgw {
         };
         if cands.len() > KGW_EXACT_MAX {
             for _ in 0..KGW_MAX_PROPOSALS {
-                let i = cands.draw_index_fast(rng.gen::<f64>());
-                let v = cands.ids[i];
+                let v = cands.draw(rng.gen::<f64>());
                 if self.green(&seed, v) || rng.gen::<f64>() < self.accept_red {
                     return v;
                 }
             }
         }
-        // Exact pass: every candidate's weight p·e^{δ·green}.
+        // Exact pass: every candidate's weight w·e^{δ·green}.
         let boost = self.delta.exp();
-        let total: f64 = cands
-            .ids
-            .iter()
-            .zip(&cands.probs)
-            .map(|(&v, &p)| if self.green(&seed, v) { p * boost } else { p })
-            .sum();
+        let biased = |i: usize| {
+            let w = cands.weight(i) as f64;
+            if self.green(&seed, cands.id(i)) {
+                w * boost
+            } else {
+                w
+            }
+        };
+        let total: f64 = (0..cands.len()).map(biased).sum();
         let target = rng.gen::<f64>() * total;
         let mut acc = 0.0;
-        for (&v, &p) in cands.ids.iter().zip(&cands.probs) {
-            acc += if self.green(&seed, v) { p * boost } else { p };
+        for i in 0..cands.len() {
+            acc += biased(i);
             if target < acc {
-                return v;
+                return cands.id(i);
             }
         }
-        cands.ids.last().copied().unwrap_or(0)
+        cands.id(cands.len().saturating_sub(1))
     }
 
     fn score(&self, value: u64) -> f64 {
@@ -182,23 +184,25 @@ pub struct Gumbel;
 const GUMBEL_HEAD_P: f64 = 1.0 / 4096.0;
 
 impl Gumbel {
-    /// The winner of the race argmin (−ln u_v)/p_v over `(ids, probs)` filtered by `keep`.
-    fn race(seed: &Seed, ids: &[u32], probs: &[f64], keep: impl Fn(f64) -> bool) -> Option<u32> {
+    /// The winner of the race argmin (−ln u_v)/w_v over the candidates `idx` yields.
+    fn race(seed: &Seed, cands: &Candidates, idx: impl Iterator<Item = usize>) -> Option<u32> {
         let mut best = f64::INFINITY;
         let mut arg = None;
-        for (&v, &p) in ids.iter().zip(probs) {
-            if !(p > 0.0) || !keep(p) {
+        for i in idx {
+            let w = cands.weight(i) as f64;
+            if !(w > 0.0) {
                 continue;
             }
+            let v = cands.id(i);
             let x = seed.value(v);
             // -ln u >= 1 - u: most candidates are ruled out without a logarithm.
             let c = unit_open_complement(x);
-            if c >= best * p {
+            if c >= best * w {
                 continue;
             }
             let e = -unit_open(x).ln();
-            if e < best * p {
-                best = e / p;
+            if e < best * w {
+                best = e / w;
                 arg = Some(v);
             }
         }
@@ -226,13 +230,26 @@ impl Scheme for Gumbel {
         let Some(seed) = seed else {
             return cands.draw(rng.gen::<f64>());
         };
-        let tail: f64 = cands.probs.iter().filter(|&&p| p < GUMBEL_HEAD_P).sum();
-        let won = if tail <= 0.0 {
-            Self::race(&seed, &cands.ids, &cands.probs, |_| true)
-        } else if seed.split_uniform() < tail {
-            Self::race(&seed, &cands.ids, &cands.probs, |p| p < GUMBEL_HEAD_P)
+        // Head: candidates with p >= 2^-12 (at most 4096). The keyed split picks the tail with
+        // probability equal to its mass, so every token still wins with probability p_v.
+        let mut head = Vec::new();
+        cands.indices_at_least((cands.total() * GUMBEL_HEAD_P) as f32, &mut head);
+        let head_mass: f64 = head.iter().map(|&i| cands.weight(i) as f64).sum();
+        let tail = ((cands.total() - head_mass) / cands.total()).max(0.0);
+        let won = if head.len() == cands.len() || seed.split_uniform() >= tail {
+            Self::race(&seed, cands, head.iter().copied())
         } else {
-            Self::race(&seed, &cands.ids, &cands.probs, |p| p >= GUMBEL_HEAD_P)
+            // Every candidate not in the head (head indices are ascending).
+            let mut h = head.iter().copied().peekable();
+            let tail_idx = (0..cands.len()).filter(move |&i| {
+                if h.peek() == Some(&i) {
+                    h.next();
+                    false
+                } else {
+                    true
+                }
+            });
+            Self::race(&seed, cands, tail_idx)
         };
         won.unwrap_or_else(|| cands.draw(rng.gen::<f64>()))
     }
