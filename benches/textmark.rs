@@ -67,13 +67,12 @@ fn sample_step(c: &mut Criterion) {
                 },
             ),
         ] {
-            let samplers: [(&str, Box<dyn Fn() -> Box<dyn TokenSampler>>); 3] = [
-                ("plain", Box::new(move || plain_sampler(params, 1))),
-                ("kgw", Box::new(|| kgw.sampler(params, 1))),
-                ("gumbel", Box::new(|| gumbel.sampler(params, 1))),
+            let samplers: [(&str, Box<dyn TokenSampler>); 3] = [
+                ("plain", plain_sampler(params, 1)),
+                ("kgw", kgw.sampler(params, 1)),
+                ("gumbel", gumbel.sampler(params, 1)),
             ];
-            for (name, make) in samplers {
-                let mut s = make();
+            for (name, mut s) in samplers {
                 let mut ctx = [11u32, 12, 13, 0];
                 g.bench_with_input(
                     BenchmarkId::new(format!("{name}/{filter}"), v),

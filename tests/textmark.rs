@@ -675,9 +675,7 @@ impl WordLm {
             .map(|(_, id)| id)
             .collect();
         words.sort();
-        let logits_by_rank = (0..words.len())
-            .map(|r| -1.0 * ((r + 1) as f32).ln())
-            .collect();
+        let logits_by_rank = (0..words.len()).map(|r| -((r + 1) as f32).ln()).collect();
         Self {
             vocab: tok.vocab_size(),
             words,

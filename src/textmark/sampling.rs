@@ -290,7 +290,7 @@ pub fn fast_exp(x: f32) -> f32 {
     // n = round(x / ln 2) with the 1.5 * 2^23 trick (SSE2 has no vector floor), then a
     // Cody-Waite reduction r = x - n ln 2 in two exact-ish steps (Cephes' expf constants).
     let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
-    let r = (x - n * 0.693_359_375) - n * -2.121_944_4e-4;
+    let r = (x - n * 0.693_359_4) - n * -2.121_944_5e-4;
     // e^r on [-0.35, 0.35]: degree-6 Taylor polynomial (Horner).
     let p = 1.0
         + r * (1.0

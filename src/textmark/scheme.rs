@@ -190,7 +190,8 @@ impl Gumbel {
         let mut arg = None;
         for i in idx {
             let w = cands.weight(i) as f64;
-            if !(w > 0.0) {
+            // Zero (or NaN) weights never win.
+            if w.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
                 continue;
             }
             let v = cands.id(i);
