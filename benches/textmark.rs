@@ -91,6 +91,59 @@ fn sample_step(c: &mut Criterion) {
     g.finish();
 }
 
+/// The watermark's own work per step, on a candidate set already filled by the ordinary
+/// sampler: the context seed (one SipHash) plus the scheme's choice.
+fn watermark_only(c: &mut Criterion) {
+    use hallmark::textmark::sampling::Candidates;
+    use hallmark::textmark::Scheme;
+    let mut g = c.benchmark_group("watermark_only");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
+    let keys = [
+        (
+            "kgw",
+            key(
+                SchemeParams::Kgw {
+                    gamma: 0.25,
+                    delta: 2.0,
+                },
+                ContextRule::Left(1),
+            ),
+        ),
+        ("gumbel", key(SchemeParams::Gumbel, ContextRule::Left(4))),
+    ];
+    for v in [49_152usize, 128_256, 262_144] {
+        let l = logits(v);
+        for (filter, params) in [
+            ("full", SamplingParams::default()),
+            (
+                "top_k50",
+                SamplingParams {
+                    top_k: Some(50),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let mut cands = Candidates::new();
+            cands.fill(&l, &params);
+            for (name, k) in &keys {
+                let prf = k.prf();
+                let scheme = k.scheme_impl();
+                let mut rng = StdRng::seed_from_u64(1);
+                let mut ctx = [11u32, 12, 13, 0];
+                g.bench_function(BenchmarkId::new(format!("{name}/{filter}"), v), |b| {
+                    b.iter(|| {
+                        ctx[3] = ctx[3].wrapping_add(1);
+                        let seed = prf.seed(&ctx);
+                        black_box(scheme.choose(seed, &l, &mut cands, &params, &mut rng))
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
 fn detect_ids(c: &mut Criterion) {
     let mut g = c.benchmark_group("detect_ids");
     g.measurement_time(Duration::from_secs(3))
@@ -190,5 +243,11 @@ fn detect_documents(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sample_step, detect_ids, detect_documents);
+criterion_group!(
+    benches,
+    sample_step,
+    watermark_only,
+    detect_ids,
+    detect_documents
+);
 criterion_main!(benches);

@@ -289,14 +289,19 @@ pub fn fast_exp(x: f32) -> f32 {
     let x = x.max(-87.0);
     // n = round(x / ln 2) with the 1.5 * 2^23 trick (SSE2 has no vector floor), then a
     // Cody-Waite reduction r = x - n ln 2 in two exact-ish steps (Cephes' expf constants).
-    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    const MAGIC: f32 = 12_582_912.0;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     let r = (x - n * 0.693_359_4) - n * -2.121_944_5e-4;
     // e^r on [-0.35, 0.35]: degree-6 Taylor polynomial (Horner).
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let bits = ((n as i32 + 127) << 23) as u32;
+    // The integer n sits in t's low mantissa bits: read it there instead of a (saturating,
+    // scalar) float-to-int conversion, so the whole function stays in vector lanes.
+    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let bits = (ni.wrapping_add(127) << 23) as u32;
     if keep {
         p * f32::from_bits(bits)
     } else {

@@ -184,19 +184,32 @@ pub struct Gumbel;
 const GUMBEL_HEAD_P: f64 = 1.0 / 4096.0;
 
 impl Gumbel {
-    /// The winner of the race argmin (−ln u_v)/w_v over the candidates `idx` yields.
-    fn race(seed: &Seed, cands: &Candidates, idx: impl Iterator<Item = usize>) -> Option<u32> {
+    /// The winner of the race argmin (−ln u_v)/w_v over the candidates `idx` yields for which
+    /// `keep(w_v)` holds, whose weights are all at most `w_cap`.
+    fn race(
+        seed: &Seed,
+        cands: &Candidates,
+        idx: impl Iterator<Item = usize>,
+        keep: impl Fn(f64) -> bool,
+        w_cap: f64,
+    ) -> Option<u32> {
         let mut best = f64::INFINITY;
         let mut arg = None;
+        // A value below `floor` has 1 - u >= best·w_cap >= best·w, hence -ln u >= best·w: it
+        // cannot win. One integer comparison rules out almost every candidate.
+        let mut floor = 0u64;
         for i in idx {
-            let w = cands.weight(i) as f64;
-            // Zero (or NaN) weights never win.
-            if w.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
-                continue;
-            }
             let v = cands.id(i);
             let x = seed.value(v);
-            // -ln u >= 1 - u: most candidates are ruled out without a logarithm.
+            if x < floor {
+                continue;
+            }
+            let w = cands.weight(i) as f64;
+            // Zero (or NaN) weights never win; `keep` says whether i is in this race at all.
+            if w.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || !keep(w) {
+                continue;
+            }
+            // -ln u >= 1 - u: most survivors are still ruled out without a logarithm.
             let c = unit_open_complement(x);
             if c >= best * w {
                 continue;
@@ -205,6 +218,12 @@ impl Gumbel {
             if e < best * w {
                 best = e / w;
                 arg = Some(v);
+                let margin = 1.0 - best * w_cap - 1e-9;
+                floor = if margin > 0.0 {
+                    (margin * 18_446_744_073_709_551_616.0) as u64
+                } else {
+                    0
+                };
             }
         }
         arg
@@ -233,24 +252,16 @@ impl Scheme for Gumbel {
         };
         // Head: candidates with p >= 2^-12 (at most 4096). The keyed split picks the tail with
         // probability equal to its mass, so every token still wins with probability p_v.
+        let thr = (cands.total() * GUMBEL_HEAD_P) as f32;
         let mut head = Vec::new();
-        cands.indices_at_least((cands.total() * GUMBEL_HEAD_P) as f32, &mut head);
+        cands.indices_at_least(thr, &mut head);
         let head_mass: f64 = head.iter().map(|&i| cands.weight(i) as f64).sum();
         let tail = ((cands.total() - head_mass) / cands.total()).max(0.0);
         let won = if head.len() == cands.len() || seed.split_uniform() >= tail {
-            Self::race(&seed, cands, head.iter().copied())
+            Self::race(&seed, cands, head.iter().copied(), |_| true, 1.0)
         } else {
-            // Every candidate not in the head (head indices are ascending).
-            let mut h = head.iter().copied().peekable();
-            let tail_idx = (0..cands.len()).filter(move |&i| {
-                if h.peek() == Some(&i) {
-                    h.next();
-                    false
-                } else {
-                    true
-                }
-            });
-            Self::race(&seed, cands, tail_idx)
+            let thr = thr as f64;
+            Self::race(&seed, cands, 0..cands.len(), |w| w < thr, thr)
         };
         won.unwrap_or_else(|| cands.draw(rng.gen::<f64>()))
     }
