@@ -327,7 +327,7 @@ fn kgw_power(s: f64, texts: u64) -> (f64, f64, f64, f64, f64, f64, f64) {
 #[test]
 fn kgw_power_matches_theory() {
     // High entropy (as in the paper's headline) and low entropy, where detection is harder.
-    for (s, texts) in [(1.0, 150), (1.6, 150)] {
+    for (s, texts) in [(1.0, 150), (2.8, 150)] {
         let (_, frac, pi, bound, se, tpr, predicted) = kgw_power(s, texts);
         assert!(pi >= bound - 1e-3, "exact {pi} below the bound {bound}?");
         assert!(
@@ -902,9 +902,35 @@ fn wm_key_cli_writes_secret_keys_and_refuses_bad_input() {
     }
     let (_, _, stderr) = hallmark(&["wm-key", "--scheme", "weights", "--out", o2s], None);
     assert!(stderr.contains("not built yet"), "{stderr}");
-    // A damaged key (tokenizer edited) is refused.
-    let damaged = text.replace("[UNK]", "[UNX]");
-    assert!(WatermarkKey::from_json(damaged.as_bytes()).is_err());
+    // Damaged or unsupported keys are refused with a message that says why.
+    for (from, to, why) in [
+        ("[UNK]", "[UNX]", "does not match its `blake3`"),
+        (
+            "\"version\": 1",
+            "\"version\": 2",
+            "unsupported key version 2",
+        ),
+        (
+            "\"prf_version\": 1",
+            "\"prf_version\": 9",
+            "PRF version 9 is not supported",
+        ),
+        (secret, "abcd", "64 hex digits"),
+        (
+            "\"gamma\": 0.25",
+            "\"gamma\": 0.0",
+            "gamma must be in (0, 1)",
+        ),
+        (
+            "\"context\": \"left\"",
+            "\"context\": \"right\"",
+            "`context` must be",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let e = WatermarkKey::from_json(text.replace(from, to).as_bytes()).unwrap_err();
+        assert!(e.to_string().contains(why), "{from} -> {to}: {e}");
+    }
 }
 
 #[test]
