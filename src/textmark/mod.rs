@@ -203,8 +203,11 @@ fn key_test(name: &str, key: &WatermarkKey, d: &Detection) -> KeyTest {
 /// What identifies a registry's text keys on disk: path, length and modification time of each.
 type RingStamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
-fn ring_cache() -> &'static Mutex<HashMap<PathBuf, (RingStamp, Arc<KeyRing>)>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (RingStamp, Arc<KeyRing>)>>> = OnceLock::new();
+/// Loaded key rings by registry directory.
+type RingCache = Mutex<HashMap<PathBuf, (RingStamp, Arc<KeyRing>)>>;
+
+fn ring_cache() -> &'static RingCache {
+    static CACHE: OnceLock<RingCache> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 

@@ -1,0 +1,253 @@
+//! Text watermark speed: cost per sampled token at several vocabulary sizes (full logits and
+//! after top-k), detection throughput on token ids, and documents per second end to end.
+//!
+//! `cargo bench --bench textmark` (add `-- sample_step` etc. to pick a group). The watermark's
+//! own cost per token is the difference between a watermarked and the plain sampler's step on
+//! the same logits.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use hallmark::textmark::{
+    plain_sampler, ContextRule, Detector, KeyRing, SamplingParams, SchemeParams, TokenSampler,
+    TokenizerSpec, WatermarkKey,
+};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use zeroize::Zeroizing;
+
+fn key(scheme: SchemeParams, rule: ContextRule) -> WatermarkKey {
+    let json = "{}";
+    let spec = TokenizerSpec {
+        source: "none".into(),
+        vocab_size: 0,
+        blake3: blake3::hash(json.as_bytes()).to_hex().to_string(),
+        json: json.into(),
+    };
+    WatermarkKey::from_parts(Zeroizing::new([9u8; 32]), scheme, rule, spec).expect("key")
+}
+
+/// LM-like logits: a Zipf law (exponent 1.1) over a random arrangement of the vocabulary, plus
+/// a little noise.
+fn logits(v: usize) -> Vec<f32> {
+    let mut r = StdRng::seed_from_u64(v as u64);
+    let mut order: Vec<usize> = (0..v).collect();
+    order.shuffle(&mut r);
+    let mut l = vec![0f32; v];
+    for (rank, &i) in order.iter().enumerate() {
+        l[i] = (-1.1 * ((rank + 1) as f64).ln()) as f32 + r.gen_range(-0.05f32..0.05);
+    }
+    l
+}
+
+fn sample_step(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sample_step");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
+    let kgw = key(
+        SchemeParams::Kgw {
+            gamma: 0.25,
+            delta: 2.0,
+        },
+        ContextRule::Left(1),
+    );
+    let gumbel = key(SchemeParams::Gumbel, ContextRule::Left(4));
+    for v in [49_152usize, 128_256, 262_144] {
+        let l = logits(v);
+        for (filter, params) in [
+            ("full", SamplingParams::default()),
+            (
+                "top_k50",
+                SamplingParams {
+                    top_k: Some(50),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let samplers: [(&str, Box<dyn TokenSampler>); 3] = [
+                ("plain", plain_sampler(params, 1)),
+                ("kgw", kgw.sampler(params, 1)),
+                ("gumbel", gumbel.sampler(params, 1)),
+            ];
+            for (name, mut s) in samplers {
+                let mut ctx = [11u32, 12, 13, 0];
+                g.bench_with_input(
+                    BenchmarkId::new(format!("{name}/{filter}"), v),
+                    &l,
+                    |b, l| {
+                        b.iter(|| {
+                            // A new context every step, as in generation (no repeated contexts).
+                            ctx[3] = ctx[3].wrapping_add(1);
+                            black_box(s.next_token(&ctx, l))
+                        })
+                    },
+                );
+            }
+        }
+    }
+    g.finish();
+}
+
+/// The watermark's own work per step, on a candidate set already filled by the ordinary
+/// sampler: the context seed (one SipHash) plus the scheme's choice.
+fn watermark_only(c: &mut Criterion) {
+    use hallmark::textmark::sampling::Candidates;
+    use hallmark::textmark::Scheme;
+    let mut g = c.benchmark_group("watermark_only");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
+    let keys = [
+        (
+            "kgw",
+            key(
+                SchemeParams::Kgw {
+                    gamma: 0.25,
+                    delta: 2.0,
+                },
+                ContextRule::Left(1),
+            ),
+        ),
+        ("gumbel", key(SchemeParams::Gumbel, ContextRule::Left(4))),
+    ];
+    for v in [49_152usize, 128_256, 262_144] {
+        let l = logits(v);
+        for (filter, params) in [
+            ("full", SamplingParams::default()),
+            (
+                "top_k50",
+                SamplingParams {
+                    top_k: Some(50),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let mut cands = Candidates::new();
+            cands.fill(&l, &params);
+            for (name, k) in &keys {
+                let prf = k.prf();
+                let scheme = k.scheme_impl();
+                let mut rng = StdRng::seed_from_u64(1);
+                let mut ctx = [11u32, 12, 13, 0];
+                g.bench_function(BenchmarkId::new(format!("{name}/{filter}"), v), |b| {
+                    b.iter(|| {
+                        ctx[3] = ctx[3].wrapping_add(1);
+                        let seed = prf.seed(&ctx);
+                        black_box(scheme.choose(seed, &l, &mut cands, &params, &mut rng))
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+fn detect_ids(c: &mut Criterion) {
+    let mut g = c.benchmark_group("detect_ids");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
+    // 100 documents of 1,000 token ids each.
+    let mut r = StdRng::seed_from_u64(3);
+    let docs: Vec<Vec<u32>> = (0..100)
+        .map(|_| (0..1000).map(|_| r.gen_range(0..49_152)).collect())
+        .collect();
+    g.throughput(Throughput::Elements(100_000));
+    for (name, k) in [
+        (
+            "kgw_left1",
+            key(
+                SchemeParams::Kgw {
+                    gamma: 0.25,
+                    delta: 2.0,
+                },
+                ContextRule::Left(1),
+            ),
+        ),
+        (
+            "kgw_min4",
+            key(
+                SchemeParams::Kgw {
+                    gamma: 0.25,
+                    delta: 2.0,
+                },
+                ContextRule::Min(4),
+            ),
+        ),
+        (
+            "gumbel_left4",
+            key(SchemeParams::Gumbel, ContextRule::Left(4)),
+        ),
+    ] {
+        let d = Detector::new(&k);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for ids in &docs {
+                    black_box(d.detect(black_box(ids)));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn detect_documents(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let gguf = root.join("test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let corpus = root.join("test-models/human/fortunes.jsonl");
+    if !gguf.exists() {
+        eprintln!("detect_documents skipped: run test-models/fetch.sh");
+        return;
+    }
+    let docs: Vec<String> = std::fs::read_to_string(&corpus)
+        .expect("corpus")
+        .lines()
+        .take(500)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["text"]
+                .as_str()
+                .expect("text")
+                .to_string()
+        })
+        .collect();
+    let tok = hallmark::tokenizer::Tokenizer::from_path(&gguf).expect("tokenizer");
+    let spec = TokenizerSpec::from_tokenizer(&tok, "smollm2").expect("spec");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (i, scheme) in [
+        SchemeParams::Kgw {
+            gamma: 0.25,
+            delta: 2.0,
+        },
+        SchemeParams::Gumbel,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let k = WatermarkKey::generate(scheme, ContextRule::Left(1), spec.clone()).expect("key");
+        k.save(&dir.path().join(format!("k{i}.wmkey")))
+            .expect("save");
+    }
+    let reg = hallmark::registry::Registry::open(dir.path()).expect("registry");
+    let ring = KeyRing::load(&reg).expect("ring");
+    let mut g = c.benchmark_group("detect_documents");
+    g.measurement_time(Duration::from_secs(5)).sample_size(10);
+    g.throughput(Throughput::Elements(docs.len() as u64));
+    g.bench_function("fortunes_500_docs_2_keys", |b| {
+        b.iter(|| {
+            for d in &docs {
+                black_box(ring.test(d).expect("test"));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    sample_step,
+    watermark_only,
+    detect_ids,
+    detect_documents
+);
+criterion_main!(benches);
