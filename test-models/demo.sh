@@ -14,6 +14,7 @@ test-models/fetch.sh
 cargo build --release --bins --quiet
 H="$root/target/release/hallmark"
 TM="$root/target/release/hallmark-testmodels"
+ZOO="$root/target/release/hallmark-zoo"
 work="$root/target/demo"
 rm -rf "$work"
 mkdir -p "$work"
@@ -21,7 +22,7 @@ export HALLMARK_REGISTRY="$work/registry"
 mkdir -p "$HALLMARK_REGISTRY"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*" | sed "s#$H#hallmark#g; s#$TM#hallmark-testmodels#g; s#$root/##g"; "$@"; }
+run() { printf '$ %s\n' "$*" | sed "s#$H#hallmark#g; s#$TM#hallmark-testmodels#g; s#$ZOO#hallmark-zoo#g; s#$root/##g"; "$@"; }
 expect_exit() { # code cmd...
   local want=$1; shift
   set +e; run "$@"; local got=$?; set -e
@@ -40,3 +41,13 @@ f = sorted(glob.glob(sys.argv[1] + "/model-*.safetensors"))[-1]
 b = bytearray(open(f, "rb").read()); b[-100] ^= 0x01; open(f, "wb").write(b)
 PY
 expect_exit 1 "$H" verify "$work/model" --pub "$work/release.pub"
+
+step "3. Weight fingerprint: register all-MiniLM-L6-v2, then catch a leaked copy"
+MINILM=test-models/real/minilm/model.safetensors
+run "$H" fingerprint "$MINILM" --out "$work/all-MiniLM-L6-v2.fp" --name all-MiniLM-L6-v2
+run "$H" register "$work/all-MiniLM-L6-v2.fp"
+step "   the leak: 5% fine-tune noise, FFN neurons permuted, re-quantized to Q4_0 GGUF"
+run "$ZOO" leak --model "$MINILM" --family minilm --case 'noise-5%+ffn-permute+q4_0' --out "$work/leaked-minilm"
+expect_exit 0 "$H" detect "$work/leaked-minilm.gguf"
+step "   an unrelated model (SmolLM2) does not match"
+expect_exit 1 "$H" detect test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf

@@ -41,6 +41,24 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         null_models: usize,
     },
+    /// Apply one standard case (e.g. `noise-5%+ffn-permute+q4_0`) to a real model and write it.
+    Leak {
+        /// The model to transform (safetensors or GGUF).
+        #[arg(long)]
+        model: PathBuf,
+        /// Model family: `minilm` or `smollm2` (head counts the transformations need).
+        #[arg(long, value_parser = ["minilm", "smollm2"])]
+        family: String,
+        /// A label from the standard cases (`hallmark-zoo leak --list` prints them).
+        #[arg(long, required_unless_present = "list")]
+        case: Option<String>,
+        /// Output path prefix (the export's extension is appended).
+        #[arg(long, required_unless_present = "list")]
+        out: Option<PathBuf>,
+        /// Print the case labels and exit.
+        #[arg(long)]
+        list: bool,
+    },
     /// Fingerprint the bases, detect every transformed copy and run the null; print markdown.
     Table {
         /// Independent models per architecture for the null run (pairs = n (n - 1) / 2).
@@ -121,6 +139,46 @@ fn run() -> anyhow::Result<ExitCode> {
                 )?;
             }
             println!("wrote the zoo to {}", out.display());
+        }
+        Cmd::Leak {
+            model,
+            family,
+            case,
+            out,
+            list,
+        } => {
+            let cases = standard_cases();
+            if list {
+                for (label, _, _) in &cases {
+                    println!("{label}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (case, out) = (case.unwrap_or_default(), out.unwrap_or_default());
+            let Some((label, ts, e)) = cases.into_iter().find(|c| c.0 == case) else {
+                anyhow::bail!("unknown case `{case}` (see --list)");
+            };
+            let cfg = if family == "minilm" {
+                Config::minilm()
+            } else {
+                Config::smollm2()
+            };
+            let base = ZModel::load(&model, cfg).map_err(anyhow::Error::msg)?;
+            let dir = out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let stem = out
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut m = base;
+            for (k, t) in ts.iter().enumerate() {
+                m = apply(&m, *t, 7 + k as u64);
+            }
+            let p = dir.join(format!("{stem}.{}", e.extension()));
+            write(&p, &export(&m, e).map_err(anyhow::Error::msg)?)?;
+            println!("{label}: wrote {}", p.display());
         }
         Cmd::Table {
             null_models,
