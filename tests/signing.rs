@@ -662,3 +662,60 @@ fn interop_model_signing_bundles_verify_with_hallmark() {
         stdout(&o)
     );
 }
+
+// ---- test vectors for the per-tensor digest ----
+
+/// Checked-in digests of `blake3-tree-v1` over a fixed byte pattern. Regenerate (only when the
+/// scheme deliberately changes, with a new scheme name) with `HALLMARK_REGEN_VECTORS=1`.
+#[test]
+fn tensor_digest_vectors_do_not_drift() {
+    use hallmark::signing::hash::{hash_file, tensor_digest, HashType};
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/signing_tensor_digest.json");
+    let pattern = |n: usize| -> Vec<u8> { (0..n).map(|i| ((i * 31 + 7) % 251) as u8).collect() };
+    let cases: Vec<(usize, Vec<(u64, u64)>)> = vec![
+        (0, vec![(0, 0)]),
+        (100, vec![(8, 100)]),
+        (1024, vec![(0, 1024)]),
+        (5000, vec![(136, 1500), (1500, 5000)]),
+        (70_000, vec![(1, 2049), (2049, 2050), (2050, 69_999)]),
+        (300_000, vec![(4096, 135_168), (135_168, 300_000)]),
+    ];
+    let mut out = Vec::new();
+    for (n, ranges) in &cases {
+        let data = pattern(*n);
+        let spans: Vec<_> = ranges.iter().map(|&(a, b)| a..b).collect();
+        let h = hash_file(&data, HashType::Blake3, &spans, &|_| {});
+        let digests: Vec<String> = spans
+            .iter()
+            .zip(&h.tensors)
+            .map(|(r, d)| {
+                let standalone = tensor_digest(&data, r.clone());
+                assert_eq!(Some(standalone), *d);
+                hex::encode(standalone)
+            })
+            .collect();
+        out.push(serde_json::json!({
+            "len": n, "file_blake3": hex::encode(&h.file), "ranges": ranges, "tensor_digests": digests,
+        }));
+    }
+    let got = serde_json::json!({
+        "scheme": "blake3-tree-v1",
+        "pattern": "byte i = (i * 31 + 7) mod 251",
+        "cases": out,
+    });
+    if std::env::var_os("HALLMARK_REGEN_VECTORS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+    }
+    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(got, want, "tensor digest vectors drifted");
+    // The file digest is plain BLAKE3 (b3sum).
+    for c in want["cases"].as_array().unwrap() {
+        let n = c["len"].as_u64().unwrap() as usize;
+        assert_eq!(
+            c["file_blake3"],
+            blake3::hash(&pattern(n)).to_hex().as_str()
+        );
+    }
+}

@@ -254,7 +254,7 @@ impl Statement {
                 .get("digest")
                 .and_then(Value::as_str)
                 .and_then(|d| hex::decode(d).ok())
-                .filter(|d| d.len() == algorithm.len())
+                .filter(|d| d.len() == algorithm.digest_len())
                 .ok_or_else(|| {
                     SigningError::Payload(format!("resource `{name}` has a malformed digest"))
                 })?;
@@ -317,6 +317,7 @@ fn check_resource_name(name: &str) -> Result<(), SigningError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
