@@ -719,3 +719,39 @@ fn tensor_digest_vectors_do_not_drift() {
         );
     }
 }
+
+#[test]
+fn real_models_round_trip_without_touching_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-models/real");
+    let gguf = root.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let minilm = root.join("minilm");
+    if !gguf.exists() || !minilm.join("model.safetensors").exists() {
+        eprintln!(
+            "SKIPPED: real models not found under {} (run test-models/fetch.sh)",
+            root.display()
+        );
+        return;
+    }
+    let f = Fixture::new();
+    let (k, p) = f.keys("k", "ed25519");
+    for (m, t) in [
+        (&gguf, "token_embd.weight"),
+        (&minilm, "embeddings.word_embeddings.weight"),
+    ] {
+        let sig = f.path("real.sig");
+        let sig = sig.to_str().unwrap();
+        assert_code(&sign(m, &k, &["--sig", sig]), 0);
+        let (c, v) = {
+            let o = verify(m, &p, &["--sig", sig, "--json"]);
+            (
+                code(&o),
+                serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap(),
+            )
+        };
+        assert_eq!(c, 0, "{v}");
+        assert_code(&verify(m, &p, &["--sig", sig, "--tensors", t]), 0);
+    }
+    // Nothing was written beside the real models.
+    assert!(!PathBuf::from(format!("{}.sig", gguf.display())).exists());
+    assert!(!minilm.join("model.sig").exists());
+}
