@@ -136,9 +136,9 @@ pub fn hash_file(
                     let tiled = got.len() == want.len()
                         && got.iter().zip(&want).all(|(g, w)| g.0 == w.0 && g.1 == w.1);
                     if tiled {
-                        let cvs: Vec<_> = got.to_vec();
-                        Some(compose(bytes, r, &cvs))
+                        Some(compose(bytes, r, got))
                     } else {
+                        // Cannot happen for disjoint spans; overlapping ones land here.
                         Some(tensor_digest(bytes, r.clone()))
                     }
                 })
@@ -149,24 +149,10 @@ pub fn hash_file(
             }
         }
         HashType::Sha256 | HashType::Blake2b => {
-            let ((file, _), tensors) = rayon::join(
-                || {
-                    let mut sha = sha2::Sha256::new();
-                    let mut b2 = blake2::Blake2b512::new();
-                    for piece in bytes.chunks(MAX_LEAF as usize) {
-                        if hash_type == HashType::Sha256 {
-                            sha.update(piece);
-                        } else {
-                            b2.update(piece);
-                        }
-                        progress(piece.len() as u64);
-                    }
-                    let d = if hash_type == HashType::Sha256 {
-                        sha.finalize().to_vec()
-                    } else {
-                        b2.finalize().to_vec()
-                    };
-                    (d, ())
+            let (file, tensors) = rayon::join(
+                || match hash_type {
+                    HashType::Sha256 => stream::<sha2::Sha256>(bytes, progress),
+                    _ => stream::<blake2::Blake2b512>(bytes, progress),
                 },
                 || {
                     spans
@@ -178,6 +164,16 @@ pub fn hash_file(
             FileHashes { file, tensors }
         }
     }
+}
+
+/// A sequential digest of `bytes`, reporting progress every `MAX_LEAF` bytes.
+fn stream<D: sha2::Digest>(bytes: &[u8], progress: Progress<'_>) -> Vec<u8> {
+    let mut d = D::new();
+    for piece in bytes.chunks(MAX_LEAF as usize) {
+        d.update(piece);
+        progress(piece.len() as u64);
+    }
+    d.finalize().to_vec()
 }
 
 /// Digest a small byte string (a header) with BLAKE3.
