@@ -24,7 +24,6 @@ use std::ops::Range;
 use blake3::hazmat::{self, ChainingValue, HasherExt, Mode};
 use blake3::CHUNK_LEN;
 use rayon::prelude::*;
-use sha2::Digest as _;
 
 use super::Progress;
 
@@ -358,6 +357,7 @@ impl Tree<'_> {
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+    use sha2::Digest as _;
 
     fn data(n: usize, seed: u8) -> Vec<u8> {
         let mut x = seed as u64 | 1;
