@@ -662,3 +662,96 @@ fn interop_model_signing_bundles_verify_with_hallmark() {
         stdout(&o)
     );
 }
+
+// ---- test vectors for the per-tensor digest ----
+
+/// Checked-in digests of `blake3-tree-v1` over a fixed byte pattern. Regenerate (only when the
+/// scheme deliberately changes, with a new scheme name) with `HALLMARK_REGEN_VECTORS=1`.
+#[test]
+fn tensor_digest_vectors_do_not_drift() {
+    use hallmark::signing::hash::{hash_file, tensor_digest, HashType};
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/signing_tensor_digest.json");
+    let pattern = |n: usize| -> Vec<u8> { (0..n).map(|i| ((i * 31 + 7) % 251) as u8).collect() };
+    let cases: Vec<(usize, Vec<(u64, u64)>)> = vec![
+        (0, vec![(0, 0)]),
+        (100, vec![(8, 100)]),
+        (1024, vec![(0, 1024)]),
+        (5000, vec![(136, 1500), (1500, 5000)]),
+        (70_000, vec![(1, 2049), (2049, 2050), (2050, 69_999)]),
+        (300_000, vec![(4096, 135_168), (135_168, 300_000)]),
+    ];
+    let mut out = Vec::new();
+    for (n, ranges) in &cases {
+        let data = pattern(*n);
+        let spans: Vec<_> = ranges.iter().map(|&(a, b)| a..b).collect();
+        let h = hash_file(&data, HashType::Blake3, &spans, &|_| {});
+        let digests: Vec<String> = spans
+            .iter()
+            .zip(&h.tensors)
+            .map(|(r, d)| {
+                let standalone = tensor_digest(&data, r.clone());
+                assert_eq!(Some(standalone), *d);
+                hex::encode(standalone)
+            })
+            .collect();
+        out.push(serde_json::json!({
+            "len": n, "file_blake3": hex::encode(&h.file), "ranges": ranges, "tensor_digests": digests,
+        }));
+    }
+    let got = serde_json::json!({
+        "scheme": "blake3-tree-v1",
+        "pattern": "byte i = (i * 31 + 7) mod 251",
+        "cases": out,
+    });
+    if std::env::var_os("HALLMARK_REGEN_VECTORS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+    }
+    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(got, want, "tensor digest vectors drifted");
+    // The file digest is plain BLAKE3 (b3sum).
+    for c in want["cases"].as_array().unwrap() {
+        let n = c["len"].as_u64().unwrap() as usize;
+        assert_eq!(
+            c["file_blake3"],
+            blake3::hash(&pattern(n)).to_hex().as_str()
+        );
+    }
+}
+
+#[test]
+fn real_models_round_trip_without_touching_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-models/real");
+    let gguf = root.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let minilm = root.join("minilm");
+    if !gguf.exists() || !minilm.join("model.safetensors").exists() {
+        eprintln!(
+            "SKIPPED: real models not found under {} (run test-models/fetch.sh)",
+            root.display()
+        );
+        return;
+    }
+    let f = Fixture::new();
+    let (k, p) = f.keys("k", "ed25519");
+    for (m, t) in [
+        (&gguf, "token_embd.weight"),
+        (&minilm, "embeddings.word_embeddings.weight"),
+    ] {
+        let sig = f.path("real.sig");
+        let sig = sig.to_str().unwrap();
+        assert_code(&sign(m, &k, &["--sig", sig]), 0);
+        let (c, v) = {
+            let o = verify(m, &p, &["--sig", sig, "--json"]);
+            (
+                code(&o),
+                serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap(),
+            )
+        };
+        assert_eq!(c, 0, "{v}");
+        assert_code(&verify(m, &p, &["--sig", sig, "--tensors", t]), 0);
+    }
+    // Nothing was written beside the real models.
+    assert!(!PathBuf::from(format!("{}.sig", gguf.display())).exists());
+    assert!(!minilm.join("model.sig").exists());
+}

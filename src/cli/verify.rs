@@ -11,7 +11,7 @@ pub struct Args {
     /// Model file or directory.
     pub model: PathBuf,
     /// Signer's public key (SPKI PEM).
-    #[arg(long = "pub")]
+    #[arg(long = "pub", value_name = "PUB")]
     pub public: PathBuf,
     /// Bundle path (default: MODEL/model.sig or MODEL.sig).
     #[arg(long)]

@@ -162,6 +162,7 @@ impl Bundle {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::signing::keys::KeyAlg;

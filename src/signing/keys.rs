@@ -190,6 +190,7 @@ impl VerifyingKey {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -254,7 +254,7 @@ impl Statement {
                 .get("digest")
                 .and_then(Value::as_str)
                 .and_then(|d| hex::decode(d).ok())
-                .filter(|d| d.len() == algorithm.len())
+                .filter(|d| d.len() == algorithm.digest_len())
                 .ok_or_else(|| {
                     SigningError::Payload(format!("resource `{name}` has a malformed digest"))
                 })?;
@@ -279,6 +279,14 @@ impl Statement {
                 let m: TensorManifest = serde_json::from_value(t.clone()).map_err(|e| {
                     SigningError::Payload(format!("`{TENSORS_ANNOTATION}` annotation: {e}"))
                 })?;
+                // Tensor entries may only describe signed files (so they never name a path
+                // outside the model).
+                if let Some(f) = m.files.iter().find(|f| !seen.contains(f.name.as_str())) {
+                    return Err(SigningError::Payload(format!(
+                        "per-tensor digests for `{}`, which is not a signed resource",
+                        f.name
+                    )));
+                }
                 // An unknown scheme comes from a newer hallmark: file digests still verify.
                 (m.scheme == TENSOR_DIGEST).then_some(m)
             }
@@ -317,6 +325,7 @@ fn check_resource_name(name: &str) -> Result<(), SigningError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -375,8 +384,8 @@ mod tests {
             prop::collection::vec("[a-z.]{1,8}", 0..3),
             prop::option::of(arb_manifest()),
         )
-            .prop_map(|(subject, files, allow, ign, tensors)| {
-                let resources = files
+            .prop_map(|(subject, files, allow, ign, mut tensors)| {
+                let resources: Vec<Resource> = files
                     .into_iter()
                     .map(|(name, d)| Resource {
                         name,
@@ -384,6 +393,14 @@ mod tests {
                         digest: d.to_vec(),
                     })
                     .collect();
+                // Per-tensor entries describe signed files.
+                for (i, f) in tensors
+                    .iter_mut()
+                    .flat_map(|m| m.files.iter_mut())
+                    .enumerate()
+                {
+                    f.name = resources[i % resources.len()].name.clone();
+                }
                 Statement::new(
                     subject,
                     Serialization {
@@ -411,6 +428,41 @@ mod tests {
             let back: TensorManifest = serde_json::from_slice(&v).unwrap();
             prop_assert_eq!(back, m);
         }
+    }
+
+    #[test]
+    fn tensor_entries_must_name_signed_files() {
+        let mut st = Statement::new(
+            "m".into(),
+            Serialization {
+                hash_type: HashType::Blake3,
+                allow_symlinks: false,
+                ignore_paths: vec![],
+            },
+            vec![Resource {
+                name: "a.gguf".into(),
+                algorithm: HashType::Blake3,
+                digest: vec![1; 32],
+            }],
+            None,
+        );
+        st.tensors = Some(TensorManifest {
+            scheme: TENSOR_DIGEST.into(),
+            files: vec![FileTensors {
+                name: "../../etc/passwd".into(),
+                format: WeightFormat::Gguf,
+                header: HeaderDigest {
+                    range: [0, 1],
+                    blake3: String::new(),
+                },
+                tensors: vec![],
+            }],
+        });
+        let p = st.to_payload().unwrap();
+        assert!(matches!(
+            Statement::from_payload(&p),
+            Err(SigningError::Payload(_))
+        ));
     }
 
     #[test]

@@ -408,3 +408,77 @@ pub fn verify_tensors(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::signing::{sign_model, KeyAlg, SignOptions, SigningKey};
+    use crate::weights::write::{safetensors_bytes, OwnedTensor};
+    use crate::weights::DType;
+
+    fn model(dir: &Path) -> PathBuf {
+        let tensors: Vec<OwnedTensor> = (0..4u8)
+            .map(|i| OwnedTensor {
+                name: format!("t{i}"),
+                dtype: DType::U8,
+                shape: vec![3000 + i as u64],
+                bytes: (0..3000 + i as usize).map(|j| (j as u8) ^ i).collect(),
+            })
+            .collect();
+        let p = dir.join("m.safetensors");
+        std::fs::write(&p, safetensors_bytes(&tensors, &[]).unwrap()).unwrap();
+        p
+    }
+
+    #[test]
+    fn library_round_trip_and_partial_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = model(dir.path());
+        let key = SigningKey::generate(KeyAlg::Ed25519);
+        let bundle = sign_model(&m, &key, &SignOptions::default(), &|_| {}).unwrap();
+        let bytes = bundle.to_json();
+        let v = verify_bundle(&bytes, &key.verifying_key()).unwrap();
+        assert!(check_model(&m, &v, None, &|_| {}).unwrap().is_valid());
+
+        // Flip a byte inside t2.
+        let range = crate::weights::WeightFile::open(&m)
+            .unwrap()
+            .parsed()
+            .tensor("t2")
+            .unwrap()
+            .range
+            .clone();
+        let mut b = std::fs::read(&m).unwrap();
+        b[range.start as usize + 1500] ^= 4;
+        std::fs::write(&m, &b).unwrap();
+        let r = check_model(&m, &v, None, &|_| {}).unwrap();
+        assert!(!r.is_valid());
+        assert_eq!(r.files[0].changed_tensors, vec!["t2".to_string()]);
+        let checks = verify_tensors(&m, &v, &["t1", "t2"]).unwrap();
+        assert_eq!(
+            checks
+                .iter()
+                .map(|c| (c.name.as_str(), c.ok))
+                .collect::<Vec<_>>(),
+            [("t1", true), ("t2", false)]
+        );
+        assert!(matches!(
+            verify_tensors(&m, &v, &["nope"]),
+            Err(SigningError::UnknownTensor(_))
+        ));
+
+        // Another key: hint mismatch, then (hint removed) bad signature.
+        let other = SigningKey::generate(KeyAlg::Ed25519).verifying_key();
+        assert!(matches!(
+            verify_bundle(&bytes, &other),
+            Err(SigningError::KeyMismatch { .. })
+        ));
+        let mut nohint = bundle.clone();
+        nohint.key_hint = None;
+        assert!(matches!(
+            verify_bundle(&nohint.to_json(), &other),
+            Err(SigningError::BadSignature)
+        ));
+    }
+}

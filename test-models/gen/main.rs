@@ -22,7 +22,11 @@ use serde_json::json;
 
 /// Write small deterministic test models.
 #[derive(Parser, Debug)]
-#[command(name = "hallmark-testmodels", version, about)]
+#[command(
+    name = "hallmark-testmodels",
+    version,
+    about = "Write small deterministic test models (safetensors, sharded, GGUF)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
