@@ -477,6 +477,16 @@ mod tests {
         let ids: Vec<u32> = (0..10).map(|i| c.id(i)).collect();
         assert_eq!(ids, w[..10].iter().map(|x| x.1).collect::<Vec<_>>());
         assert!((c.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-9);
+        // Each probability matches the f64 softmax renormalised over the nucleus.
+        let zn: f64 = w[..c.len()].iter().map(|x| x.0).sum();
+        for (i, (id, p)) in c.iter().enumerate() {
+            assert_eq!(id, w[i].1);
+            assert!(
+                (p / (w[i].0 / zn) - 1.0).abs() < 1e-6,
+                "{p} vs {}",
+                w[i].0 / zn
+            );
+        }
     }
 
     #[test]
