@@ -320,16 +320,29 @@ fn top_k_ids(logits: &[f32], k: usize, out: &mut Vec<u32>) {
     out.extend(0..k as u32);
     let cap = (2 * k).max(64);
     let mut thr = *out.iter().min_by(|a, b| rank(b, a)).unwrap_or(&0);
-    for (i, &l) in logits.iter().enumerate().skip(k) {
-        // Ids arrive in increasing order, so an equal logit never outranks the threshold.
-        if l.total_cmp(&logits[thr as usize]).is_gt() {
-            out.push(i as u32);
-            if out.len() >= cap {
-                out.select_nth_unstable_by(k - 1, rank);
-                out.truncate(k);
-                thr = out[k - 1];
+    let mut thr_val = logits[thr as usize];
+    // Chunks whose largest logit does not beat the threshold are skipped after one vectorised
+    // maximum (most of them, once the threshold has risen).
+    const CHUNK: usize = 32;
+    let mut i = k;
+    while i < logits.len() {
+        let end = (i + CHUNK).min(logits.len());
+        let chunk = &logits[i..end];
+        if max_f32(chunk) > thr_val {
+            for (j, &l) in chunk.iter().enumerate() {
+                // Ids arrive in increasing order, so an equal logit never outranks the threshold.
+                if l > thr_val {
+                    out.push((i + j) as u32);
+                    if out.len() >= cap {
+                        out.select_nth_unstable_by(k - 1, rank);
+                        out.truncate(k);
+                        thr = out[k - 1];
+                        thr_val = logits[thr as usize];
+                    }
+                }
             }
         }
+        i = end;
     }
     if out.len() > k {
         out.select_nth_unstable_by(k - 1, rank);
@@ -464,6 +477,16 @@ mod tests {
         let ids: Vec<u32> = (0..10).map(|i| c.id(i)).collect();
         assert_eq!(ids, w[..10].iter().map(|x| x.1).collect::<Vec<_>>());
         assert!((c.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-9);
+        // Each probability matches the f64 softmax renormalised over the nucleus.
+        let zn: f64 = w[..c.len()].iter().map(|x| x.0).sum();
+        for (i, (id, p)) in c.iter().enumerate() {
+            assert_eq!(id, w[i].1);
+            assert!(
+                (p / (w[i].0 / zn) - 1.0).abs() < 1e-6,
+                "{p} vs {}",
+                w[i].0 / zn
+            );
+        }
     }
 
     #[test]
