@@ -15,6 +15,25 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-pub fn run(_a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.scheme == "weights" {
+        return weights_key(&a);
+    }
     anyhow::bail!("wm-key is not built yet")
+}
+
+/// `--scheme weights`: a secret key for the active weight mark.
+fn weights_key(a: &Args) -> anyhow::Result<ExitCode> {
+    use hallmark::fingerprint::mark::WeightKey;
+    if a.tokenizer.is_some() {
+        anyhow::bail!("--tokenizer does not apply to --scheme weights");
+    }
+    let key = WeightKey::generate();
+    key.save(&a.out)?;
+    println!(
+        "{}: weight-mark key {} (secret; keep it private, register it to detect)",
+        a.out.display(),
+        key.id()
+    );
+    Ok(ExitCode::SUCCESS)
 }
