@@ -1,6 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use hallmark::fsutil::{write_atomic, WriteMode};
+
 /// `hallmark fingerprint`
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -14,6 +17,33 @@ pub struct Args {
     pub name: Option<String>,
 }
 
-pub fn run(_a: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("fingerprint is not built yet")
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let name = match a.name {
+        Some(n) => n,
+        None => a
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .context("cannot derive a name from the model path; pass --name")?,
+    };
+    let fp = hallmark::fingerprint::extract(&a.model, &name)
+        .with_context(|| format!("fingerprinting {}", a.model.display()))?;
+    let bytes = fp.to_json()?;
+    write_atomic(&a.out, &bytes, WriteMode::Public)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: fingerprint `{}` ({} x {} embedding, {} token rows, {} probes, {} bytes) -> {}",
+        a.model.display(),
+        fp.name,
+        fp.vocab,
+        fp.hidden,
+        fp.embedding.rows.len(),
+        fp.probes.len(),
+        bytes.len(),
+        a.out.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
 }

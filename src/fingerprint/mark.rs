@@ -48,8 +48,12 @@
 //! registered fingerprint of the original), `h` and `r` are carried into the suspect's coordinates
 //! first, so a permuted or sign-flipped hidden axis is undone too.
 
+#[path = "mark_align.rs"]
+pub mod align;
 #[path = "mark_io.rs"]
 pub mod codec;
+
+pub use align::{hidden_alignment, test_marks_with_fingerprints};
 
 use std::collections::BTreeMap;
 use std::io;
@@ -100,13 +104,8 @@ pub enum MarkError {
     #[error(transparent)]
     Format(#[from] FormatError),
     /// A tensor whose values cannot be decoded or encoded.
-    #[error("tensor `{tensor}`: {source}")]
-    Codec {
-        /// Tensor name.
-        tensor: String,
-        /// The codec's error.
-        source: codec::CodecError,
-    },
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
     /// I/O while writing the marked copy.
     #[error("{}: {source}", path.display())]
     Io {
@@ -640,9 +639,9 @@ fn scale_steps(
     delta: &[f32],
     name: &str,
 ) -> Result<(Vec<Vec<f64>>, f64), MarkError> {
-    let fields = scale_fields(dtype).ok_or(MarkError::Codec {
-        tensor: name.into(),
-        source: codec::CodecError::Unsupported(dtype),
+    let fields = scale_fields(dtype).ok_or_else(|| codec::CodecError::Unsupported {
+        name: name.into(),
+        dtype,
     })?;
     let bb = dtype.block_bytes() as usize;
     let bs = dtype.block_size() as usize;
@@ -661,12 +660,7 @@ fn scale_steps(
                 );
             }
         }
-        basis.push(
-            codec::to_f32(dtype, nb * bs, &patched).map_err(|source| MarkError::Codec {
-                tensor: name.into(),
-                source,
-            })?,
-        );
+        basis.push(codec::to_f32(name, dtype, nb * bs, &patched)?);
     }
     let mut steps = vec![vec![0f64; nb]; fields.len()];
     let mut energy = 0.0;
@@ -715,12 +709,8 @@ fn mark_tensor(
     h: &[f32],
     r: &[f32],
 ) -> Result<(Vec<u8>, f64, f64), MarkError> {
-    let codec_err = |source| MarkError::Codec {
-        tensor: name.into(),
-        source,
-    };
     let n = (shape[0] * shape[1]) as usize;
-    let w = codec::to_f32(dtype, n, bytes).map_err(codec_err)?;
+    let w = codec::to_f32(name, dtype, n, bytes)?;
     let v = View::new(&w, shape, orient);
     let u = v.content_signs(r);
     let (_, std) = mean_std(&w);
@@ -751,7 +741,7 @@ fn mark_tensor(
             None => {
                 let a = (target / (n as f64).sqrt()) as f32;
                 let marked: Vec<f32> = w.iter().zip(&pattern).map(|(&x, &p)| x + a * p).collect();
-                codec::from_f32(dtype, &marked).map_err(codec_err)?
+                codec::from_f32(name, dtype, &marked)?
             }
             Some((steps, energy)) => {
                 let scale = if *energy > 0.0 {
@@ -774,7 +764,7 @@ fn mark_tensor(
                 out
             }
         };
-        let w2 = codec::to_f32(dtype, n, &out).map_err(codec_err)?;
+        let w2 = codec::to_f32(name, dtype, n, &out)?;
         let change = norm(w2.iter().zip(&w).map(|(&a, &b)| a as f64 - b as f64)) / wnorm;
         if change <= MAX_RELATIVE_CHANGE * 0.98 {
             let a_full = key.strength * std;
@@ -1174,7 +1164,7 @@ pub fn score_many(
     let mut todo: Vec<(usize, usize)> = Vec::new();
     for (fi, f) in files.iter().enumerate() {
         for (ti, t) in f.parsed().tensors.iter().enumerate() {
-            if eligible_dtype(t.dtype) && orient(&t.shape, hidden, false).is_some() {
+            if codec::readable(t.dtype) && orient(&t.shape, hidden, false).is_some() {
                 todo.push((fi, ti));
             }
         }
@@ -1197,10 +1187,7 @@ pub fn score_many(
                 })
             })?;
             let n = t.elements() as usize;
-            let w = codec::to_f32(t.dtype, n, view.bytes).map_err(|source| MarkError::Codec {
-                tensor: t.name.clone(),
-                source,
-            })?;
+            let w = codec::to_f32(&t.name, t.dtype, n, view.bytes)?;
             let (_, sigma) = mean_std(&w);
             if !(sigma > 0.0 && sigma.is_finite()) {
                 return Ok(out);
@@ -1288,13 +1275,8 @@ pub fn score(
         .ok_or_else(|| MarkError::NothingToMark(model.to_path_buf()))
 }
 
-/// Test the suspect weights at `path` against every registered `weights` watermark key; one
-/// [`KeyTest`] (kind `weights`) per key. Text-scheme keys are left to the text detector.
-pub fn test_marks(
-    path: &Path,
-    registry: &Registry,
-    align: Option<&HiddenAlignment>,
-) -> Result<Vec<KeyTest>, MarkError> {
+/// The registered `weights` keys: entry names and keys. Text-scheme keys are skipped.
+pub fn registered_keys(registry: &Registry) -> Result<(Vec<String>, Vec<WeightKey>), MarkError> {
     let mut names = Vec::new();
     let mut keys = Vec::new();
     for e in registry.of_kind(EntryKind::WatermarkKey) {
@@ -1312,6 +1294,39 @@ pub fn test_marks(
             names.push(e.name.clone());
         }
     }
+    Ok((names, keys))
+}
+
+/// The [`KeyTest`] (kind `weights`) reporting one key's score.
+pub fn key_test(name: String, key: &WeightKey, s: &MarkScore) -> KeyTest {
+    let mut t = KeyTest::new(name, SCHEME, s.p)
+        .with("key_id", key.id())
+        .with("z", s.z)
+        .with("scored_weights", s.scored_weights)
+        .with("matrices", s.matrices as u64)
+        .with("hidden", s.hidden)
+        .with("reading", s.reading)
+        .with("expected_z_if_marked", s.expected_z_if_marked)
+        .with("aligned", s.aligned);
+    if !s.decided {
+        t.details.insert(
+            "reason".into(),
+            "too few weights: even an intact mark could not decide".into(),
+        );
+    }
+    t.decided = s.decided;
+    t
+}
+
+/// Test the suspect weights at `path` against every registered `weights` watermark key, with
+/// an optional known hidden-axis alignment; one [`KeyTest`] (kind `weights`) per key.
+/// (`detect` goes through [`test_marks_with_fingerprints`], which finds alignments itself.)
+pub fn test_marks(
+    path: &Path,
+    registry: &Registry,
+    align: Option<&HiddenAlignment>,
+) -> Result<Vec<KeyTest>, MarkError> {
+    let (names, keys) = registered_keys(registry)?;
     if keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -1320,19 +1335,7 @@ pub fn test_marks(
     Ok(names
         .into_iter()
         .zip(keys.iter().zip(scores))
-        .map(|(name, (key, s))| {
-            let mut t = KeyTest::new(name, SCHEME, s.p)
-                .with("key_id", key.id())
-                .with("z", s.z)
-                .with("scored_weights", s.scored_weights)
-                .with("matrices", s.matrices as u64)
-                .with("hidden", s.hidden)
-                .with("reading", s.reading)
-                .with("expected_z_if_marked", s.expected_z_if_marked)
-                .with("aligned", s.aligned);
-            t.decided = s.decided;
-            t
-        })
+        .map(|(name, (key, s))| key_test(name, key, &s))
         .collect())
 }
 

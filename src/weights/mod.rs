@@ -4,6 +4,7 @@
 //! A [`WeightFile`] is a mapped file plus its validated table of tensors; [`TensorView`] borrows
 //! one tensor's bytes. Readers never trust a length they have not checked against the file.
 
+pub mod dequant;
 pub mod dtype;
 pub mod gguf;
 pub mod mmap;

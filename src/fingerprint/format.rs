@@ -1,0 +1,181 @@
+//! The `.fp` file: versioned, self-describing JSON; arrays are little-endian f16, base64.
+
+use base64::Engine;
+use half::f16;
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use super::FingerprintError;
+
+/// The `format` field of every fingerprint file.
+pub const FORMAT: &str = "hallmark-fingerprint";
+/// The version this build writes and reads.
+pub const VERSION: u64 = 1;
+
+/// A model fingerprint: sampled token rows of the embedding and per-matrix sub-Grams.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Always [`VERSION`].
+    pub version: u64,
+    /// The registered model's name.
+    pub name: String,
+    /// What was fingerprinted (for the record; never used to match).
+    pub source: Source,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Hidden (residual) size.
+    pub hidden: usize,
+    /// Sampled token rows of the embedding.
+    pub embedding: EmbeddingSample,
+    /// Hidden units `[0, probe_units)` whose sub-Grams the probes hold.
+    pub probe_units: usize,
+    /// One probe per (matrix, hidden-sized axis).
+    pub probes: Vec<Probe>,
+}
+
+/// Provenance of a fingerprint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Source {
+    /// Weight file names.
+    pub files: Vec<String>,
+    /// `safetensors` / `gguf`.
+    pub formats: Vec<String>,
+    /// Stored elements over all tensors.
+    pub parameters: u64,
+    /// The hallmark version that wrote the file.
+    pub generator: String,
+}
+
+/// Token rows of the embedding, scaled by `scale` and stored as f16.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EmbeddingSample {
+    /// The tensor they came from (for reports).
+    pub tensor: String,
+    /// True if it was stored `hidden x vocab`.
+    pub transposed: bool,
+    /// Token ids of the rows, increasing.
+    pub rows: Vec<usize>,
+    /// The values were divided by this before rounding to f16.
+    pub scale: f64,
+    /// `rows.len() x hidden` values, f16 little-endian, base64.
+    pub values: String,
+}
+
+/// The Gram matrix of hidden units `[0, u)` along one axis of one matrix, summed over the
+/// other axis (so it does not depend on how that axis is ordered), divided by its mean diagonal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Probe {
+    /// Tensor name (for reports).
+    pub tensor: String,
+    /// Stored shape `(rows, cols)`.
+    pub shape: [usize; 2],
+    /// The hidden-sized axis the units index (0 = rows, 1 = columns).
+    pub axis: usize,
+    /// Upper triangle (with diagonal) row by row, f16 little-endian, base64.
+    pub gram: String,
+}
+
+/// f32 values to base64 f16.
+pub fn pack(xs: impl IntoIterator<Item = f32>) -> String {
+    let bytes: Vec<u8> = xs
+        .into_iter()
+        .flat_map(|v| f16::from_f32(v).to_le_bytes())
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// base64 f16 back to f32, checking the count.
+pub fn unpack(s: &str, n: usize, what: &str) -> Result<Vec<f32>, FingerprintError> {
+    let bad = |r: String| FingerprintError::BadFingerprint(format!("{what}: {r}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() != 2 * n {
+        return Err(bad(format!("{} bytes, expected {}", bytes.len(), 2 * n)));
+    }
+    let v: Vec<f32> = bytes
+        .chunks_exact(2)
+        .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+        .collect();
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(bad("non-finite value".into()));
+    }
+    Ok(v)
+}
+
+impl Fingerprint {
+    /// Serialize to JSON bytes.
+    pub fn to_json(&self) -> Result<Vec<u8>, FingerprintError> {
+        serde_json::to_vec(self).map_err(|e| FingerprintError::BadFingerprint(e.to_string()))
+    }
+
+    /// Parse and validate a fingerprint file's bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, FingerprintError> {
+        let fp: Fingerprint = serde_json::from_slice(bytes)
+            .map_err(|e| FingerprintError::BadFingerprint(e.to_string()))?;
+        if fp.format != FORMAT {
+            return Err(FingerprintError::BadFingerprint(format!(
+                "`format` is `{}`, expected `{FORMAT}`",
+                fp.format
+            )));
+        }
+        if fp.version != VERSION {
+            return Err(FingerprintError::BadFingerprint(format!(
+                "version {} is not supported (this build reads {VERSION})",
+                fp.version
+            )));
+        }
+        let e = &fp.embedding;
+        if fp.hidden == 0
+            || e.rows.is_empty()
+            || e.rows.windows(2).any(|w| w[0] >= w[1])
+            || e.rows.last().is_some_and(|&r| r >= fp.vocab)
+            || fp.probe_units > fp.hidden
+            || !(e.scale.is_finite() && e.scale > 0.0)
+        {
+            return Err(FingerprintError::BadFingerprint(
+                "inconsistent sizes".into(),
+            ));
+        }
+        Ok(fp)
+    }
+
+    /// The sampled embedding rows, `rows x hidden`, in the model's own scale.
+    pub fn embedding_rows(&self) -> Result<Array2<f32>, FingerprintError> {
+        let n = self.embedding.rows.len();
+        let count = n
+            .checked_mul(self.hidden)
+            .ok_or_else(|| FingerprintError::BadFingerprint("embedding size overflows".into()))?;
+        let v = unpack(&self.embedding.values, count, "embedding")?;
+        let s = self.embedding.scale as f32;
+        Array2::from_shape_vec((n, self.hidden), v.into_iter().map(|x| x * s).collect())
+            .map_err(|e| FingerprintError::BadFingerprint(e.to_string()))
+    }
+
+    /// Probe `i`'s Gram matrix (`probe_units` square, symmetric).
+    pub fn probe_gram(&self, i: usize) -> Result<Array2<f32>, FingerprintError> {
+        let u = self.probe_units;
+        let p = self
+            .probes
+            .get(i)
+            .ok_or(FingerprintError::Internal("probe index"))?;
+        let count = u
+            .checked_add(1)
+            .and_then(|v| u.checked_mul(v))
+            .ok_or_else(|| FingerprintError::BadFingerprint("probe size overflows".into()))?
+            / 2;
+        let tri = unpack(&p.gram, count, "probe")?;
+        let mut g = Array2::<f32>::zeros((u, u));
+        let mut k = 0;
+        for a in 0..u {
+            for b in a..u {
+                g[[a, b]] = tri[k];
+                g[[b, a]] = tri[k];
+                k += 1;
+            }
+        }
+        Ok(g)
+    }
+}
