@@ -1,1 +1,2 @@
 mod fingerprint;
+mod mark;

@@ -418,6 +418,13 @@ fn orient(shape: &[u64], hidden: u64, square_flip: bool) -> Option<Orient> {
     }
 }
 
+/// Token/position embeddings and output heads are never marked (the fingerprint aligns through
+/// them, and a vocabulary change would cut into the mark), whatever their shape.
+fn is_embedding_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("embed") || n.contains("embd") || n.contains("lm_head") || n == "output.weight"
+}
+
 fn eligible_dtype(d: DType) -> bool {
     codec::supported(d)
 }
@@ -798,6 +805,9 @@ fn plan(
             let Some(o) = orient(&t.shape, hidden, square_flip) else {
                 continue;
             };
+            if is_embedding_name(&t.name) {
+                continue;
+            }
             if !key.selects(&canonical_name(&t.name)) {
                 continue;
             }
@@ -982,6 +992,8 @@ pub struct HiddenAlignment {
 pub struct MarkScore {
     /// Standardised statistic (≈ N(0,1) under the null; large and positive when marked).
     pub z: f64,
+    /// z of the stored reading alone (N(0,1) under the null; `z` is the larger of the readings).
+    pub z_stored: f64,
     /// Conservative one-sided p-value (Hoeffding / Pinelis bound, doubled when two readings of
     /// square matrices were tried).
     pub p: f64,
@@ -1164,7 +1176,10 @@ pub fn score_many(
     let mut todo: Vec<(usize, usize)> = Vec::new();
     for (fi, f) in files.iter().enumerate() {
         for (ti, t) in f.parsed().tensors.iter().enumerate() {
-            if codec::readable(t.dtype) && orient(&t.shape, hidden, false).is_some() {
+            if codec::readable(t.dtype)
+                && orient(&t.shape, hidden, false).is_some()
+                && !is_embedding_name(&t.name)
+            {
                 todo.push((fi, ti));
             }
         }
@@ -1232,6 +1247,7 @@ pub fn score_many(
             let expected = key.strength * (acc.weights as f64).sqrt();
             MarkScore {
                 z,
+                z_stored: zs[0],
                 p,
                 scored_weights: acc.weights,
                 matrices: acc.matrices,
@@ -1253,6 +1269,7 @@ fn empty_score(key: &WeightKey, hidden: u64) -> MarkScore {
     let _ = key;
     MarkScore {
         z: 0.0,
+        z_stored: 0.0,
         p: 1.0,
         scored_weights: 0,
         matrices: 0,
