@@ -491,3 +491,223 @@ fn smollm2_q4_1_is_marked_in_place_of_its_scales() {
     assert_eq!(code, 0, "{r}");
     assert!(r["p_raw"].as_f64().unwrap() <= 1e-6, "{r}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Behaviour preserved (measurement, not a gate; figures in docs/mark.md):
+//   cargo test --release --test tests mark::behaviour -- --ignored --nocapture
+// ---------------------------------------------------------------------------------------------
+
+const MINILM: &str = "test-models/real/minilm";
+
+/// SmolLM2 Q4_1 (candle quantized_llama): over a fixed set of token-id prompts, the largest
+/// change of any next-token logit (teacher-forced on the original's greedy continuation) and
+/// whether the 24-token greedy continuation changes.
+#[test]
+#[ignore]
+fn behaviour_smollm2() {
+    use candle_core::quantized::gguf_file;
+    use candle_core::{Device, Tensor};
+    use candle_transformers::models::quantized_llama::ModelWeights;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = seeded_key(dir.path(), "smol", 3, 0.75);
+    let marked = dir.path().join("smol.gguf");
+    mark(Path::new(SMOLLM), &key, &marked);
+    let load = |p: &Path| {
+        let mut f = std::fs::File::open(p).unwrap();
+        let c = gguf_file::Content::read(&mut f).unwrap();
+        ModelWeights::from_gguf(c, &mut f, &Device::Cpu).unwrap()
+    };
+    // Fixed prompts as token ids (SmolLM2's tokenizer: chat-template and common English ids).
+    let prompts: Vec<Vec<u32>> = vec![
+        vec![
+            1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
+            407, 19712, 8182, 2, 198, 1, 4093, 198,
+        ],
+        vec![504, 3458, 282, 4649, 314],
+        vec![378, 1789, 6180, 282, 253, 1944, 314],
+        vec![14437, 905, 253, 1789, 15296, 30],
+        vec![1206, 3485, 5248, 411, 216, 34, 28, 216, 36, 28],
+        vec![2683, 359, 253, 1571, 3437, 30, 330, 1833, 5248, 284],
+    ];
+    let steps = 24;
+    let greedy = |m: &mut ModelWeights, p: &[u32]| -> (Vec<u32>, Vec<Vec<f32>>) {
+        let mut toks = p.to_vec();
+        let mut logits_all = Vec::new();
+        let mut pos = 0;
+        let mut input = p.to_vec();
+        for _ in 0..steps {
+            let t = Tensor::new(input.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let l: Vec<f32> = m
+                .forward(&t, pos)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            pos += input.len();
+            let next = l
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                )
+                .0 as u32;
+            logits_all.push(l);
+            toks.push(next);
+            input = vec![next];
+        }
+        (toks, logits_all)
+    };
+    let forced = |m: &mut ModelWeights, seq: &[u32], plen: usize| -> Vec<Vec<f32>> {
+        let mut out = Vec::new();
+        let t = Tensor::new(&seq[..plen], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        out.push(
+            m.forward(&t, 0)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap(),
+        );
+        for i in plen..seq.len() - 1 {
+            let t = Tensor::new(&seq[i..i + 1], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            out.push(
+                m.forward(&t, i)
+                    .unwrap()
+                    .squeeze(0)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+            );
+        }
+        out
+    };
+    let (mut max_abs, mut max_rel, mut same, mut top1_same, mut positions) = (0f32, 0f32, 0, 0, 0);
+    for p in &prompts {
+        let (seq_o, lo) = greedy(&mut load(Path::new(SMOLLM)), p);
+        let (seq_m, _) = greedy(&mut load(&marked), p);
+        let lm = forced(&mut load(&marked), &seq_o, p.len());
+        for (a, b) in lo.iter().zip(&lm) {
+            let spread = {
+                let mean = a.iter().sum::<f32>() / a.len() as f32;
+                (a.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / a.len() as f32).sqrt()
+            };
+            let d = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            max_abs = max_abs.max(d);
+            max_rel = max_rel.max(d / spread);
+            let am = |v: &[f32]| {
+                v.iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+                    )
+                    .0
+            };
+            top1_same += (am(a) == am(b)) as usize;
+            positions += 1;
+        }
+        same += (seq_o == seq_m) as usize;
+        eprintln!(
+            "prompt {:?}...: greedy continuation {}",
+            &p[..p.len().min(4)],
+            if seq_o == seq_m {
+                "identical"
+            } else {
+                "changed"
+            }
+        );
+    }
+    eprintln!(
+        "SmolLM2 Q4_1: {} prompts x {steps} steps: max |dlogit| = {max_abs:.4} ({:.2}% of the logit std), top-1 agreement {top1_same}/{positions}, greedy continuations identical {same}/{}",
+        prompts.len(),
+        100.0 * max_rel,
+        prompts.len()
+    );
+}
+
+/// all-MiniLM-L6-v2 (candle BERT, mean pooling + L2 normalisation): cosine between original
+/// and marked sentence embeddings over a fixed sentence set.
+#[test]
+#[ignore]
+fn behaviour_minilm() {
+    use candle_core::{DType as CDType, Device, Tensor};
+    use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = seeded_key(dir.path(), "mini", 4, 0.75);
+    let src = Path::new(MINILM).join("model.safetensors");
+    let marked = dir.path().join("model.safetensors");
+    mark(&src, &key, &marked);
+    let cfg: BertConfig =
+        serde_json::from_slice(&std::fs::read(Path::new(MINILM).join("config.json")).unwrap())
+            .unwrap();
+    let tok = tokenizers::Tokenizer::from_file(Path::new(MINILM).join("tokenizer.json")).unwrap();
+    let sentences = [
+        "A man is eating food.",
+        "A man is riding a horse.",
+        "The new movie is awesome.",
+        "The cat sits outside on the mat.",
+        "Two men pushed carts through the woods.",
+        "A woman is playing the violin.",
+        "Weight watermarks must not change what a model does.",
+        "The quick brown fox jumps over the lazy dog.",
+        "How do I reset my password?",
+        "Stock markets fell sharply on Monday after the announcement.",
+        "Photosynthesis converts light energy into chemical energy.",
+        "She sells seashells by the seashore.",
+    ];
+    let embed = |path: &Path| -> Vec<Vec<f32>> {
+        let vb = candle_nn::VarBuilder::from_buffered_safetensors(
+            std::fs::read(path).unwrap(),
+            CDType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let model = BertModel::load(vb, &cfg).unwrap();
+        sentences
+            .iter()
+            .map(|s| {
+                let enc = tok.encode(*s, true).unwrap();
+                let ids = Tensor::new(enc.get_ids(), &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap();
+                let tt = ids.zeros_like().unwrap();
+                let out = model.forward(&ids, &tt, None).unwrap(); // 1 x T x H
+                let mean: Vec<f32> = out.mean(1).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
+                let n = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+                mean.iter().map(|x| x / n).collect()
+            })
+            .collect()
+    };
+    let a = embed(&src);
+    let b = embed(&marked);
+    let cos: Vec<f32> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum())
+        .collect();
+    let min = cos.iter().copied().fold(1.0, f32::min);
+    let mean = cos.iter().sum::<f32>() / cos.len() as f32;
+    eprintln!(
+        "MiniLM: {} sentences: cosine(original, marked) min {min:.6}, mean {mean:.6}",
+        cos.len()
+    );
+    assert!(min >= 0.999, "{cos:?}");
+}

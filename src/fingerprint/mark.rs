@@ -516,9 +516,8 @@ impl View<'_> {
                     .iter()
                     .map(|s| CONTENT_THRESHOLD * (s / self.c as f64).sqrt() as f32)
                     .collect();
-                for j in 0..self.c {
+                for (j, &rj) in r.iter().enumerate().take(self.c) {
                     let row = &self.w[j * self.k..(j + 1) * self.k];
-                    let rj = r[j];
                     for ((p, &x), &tk) in proj.iter_mut().zip(row).zip(&t) {
                         if x.abs() > tk {
                             *p += (x * rj) as f64;
@@ -638,6 +637,7 @@ fn put_f16(b: &mut [u8], at: usize, v: f32) {
     b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
 }
 
+#[allow(clippy::needless_range_loop)]
 /// Per-block least-squares steps of the scale fields that best carry `delta` (amplitude 1).
 /// Returns the steps, one `Vec` per field, and the squared norm of the change they make.
 fn scale_steps(
@@ -706,6 +706,7 @@ fn scale_steps(
 }
 
 /// Mark one tensor: returns its new bytes and what was done.
+#[allow(clippy::too_many_arguments)]
 fn mark_tensor(
     key: &WeightKey,
     name: &str,
@@ -1058,9 +1059,9 @@ impl Acc {
         let inv = 1.0 / sigma;
         match v.orient {
             Orient::HiddenCols => {
-                for k in 0..v.k {
+                for (k, &uk) in u.iter().enumerate().take(v.k) {
                     let row = &v.w[k * v.c..(k + 1) * v.c];
-                    let uk = u[k] as f64 * inv;
+                    let uk = uk as f64 * inv;
                     for ((d, e), &x) in acc.d.iter_mut().zip(acc.e.iter_mut()).zip(row) {
                         let x = x as f64;
                         *d += uk * x;
@@ -1357,6 +1358,7 @@ pub fn test_marks(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
