@@ -711,3 +711,48 @@ fn behaviour_minilm() {
     );
     assert!(min >= 0.999, "{cos:?}");
 }
+
+/// The null on real, trained weights: many keys against the unmarked MiniLM and SmolLM2.
+/// Measurement (figures in docs/mark.md):
+///   cargo test --release --test tests mark::null_real -- --ignored --nocapture
+#[test]
+#[ignore]
+fn null_real_models() {
+    for (path, nkeys) in [
+        (Path::new(MINILM).join("model.safetensors"), 200u32),
+        (PathBuf::from(SMOLLM), 40),
+    ] {
+        let keys: Vec<WeightKey> = (0..nkeys)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                b[..4].copy_from_slice(&i.to_le_bytes());
+                b[4] = 0xa7;
+                WeightKey::from_secret(b, 0.0045, 0.75).unwrap()
+            })
+            .collect();
+        let refs: Vec<&WeightKey> = keys.iter().collect();
+        let scores = score_many(&path, &refs, None).unwrap();
+        let zs: Vec<f64> = scores.iter().map(|s| s.z_stored).collect();
+        let n = zs.len() as f64;
+        let mean = zs.iter().sum::<f64>() / n;
+        let sd = (zs.iter().map(|z| (z - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let mut u: Vec<f64> = zs
+            .iter()
+            .map(|&z| 1.0 - hallmark::stats::normal_sf(z))
+            .collect();
+        u.sort_by(f64::total_cmp);
+        let d = u
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (x - i as f64 / n).abs().max(((i + 1) as f64 / n - x).abs()))
+            .fold(0.0, f64::max);
+        let pmin = scores.iter().map(|s| s.p).fold(1.0, f64::min);
+        eprintln!(
+            "{}: {} keys: z mean {mean:.3}, sd {sd:.3}, KS D {d:.3} (1% critical {:.3}), smallest p {pmin:.3e}",
+            path.display(),
+            nkeys,
+            1.63 / n.sqrt()
+        );
+        assert!(pmin > 1e-3);
+    }
+}

@@ -12,8 +12,9 @@
 //! dW[k, j] = a * u[k] * h[j],   a = strength * std(W)
 //! ```
 //!
-//! * `h` in {-1, +1}^C is a keyed pseudo-random sign vector over the hidden axis, shared by all
-//!   matrices (so the mark does not depend on tensor names or order);
+//! * `h` in {-1, +1}^C is a keyed pseudo-random sign vector over the hidden axis, one per content
+//!   length `K` (gate/up/down share one, q/o another, k/v a third), so the mark depends on no
+//!   tensor name or order and survives transposed storage;
 //! * `u[k]` is *content-keyed*: with `p[k] = sum_j r[j] W[k, j] [|W[k, j]| > 0.6 rms(W[k, :])]`, the
 //!   row's projection on a second keyed sign vector `r`, `u[k] = sign(p[k])`, flipped for the
 //!   24% of rows with the largest `|p|` (Stein-balanced, so that `u` does not correlate with
@@ -355,8 +356,16 @@ impl WeightKey {
         (u64::from_le_bytes(b) as f64) < self.fraction * 2f64.powi(64)
     }
 
-    fn vectors(&self, c: usize) -> (Vec<f32>, Vec<f32>) {
-        (self.signs(b"h", c), self.signs(b"r", c))
+    /// The content-key direction `r` over a hidden axis of length `c`.
+    fn r_vector(&self, c: usize) -> Vec<f32> {
+        self.signs(b"r", c)
+    }
+
+    /// The pattern's hidden vector for matrices whose content axis has length `k`. Matrices of
+    /// one content length (gate/up/down; q/o; k/v) share it; different lengths get independent
+    /// vectors, which multiplies the test's coordinates without trusting any tensor name.
+    fn h_vector(&self, k: usize, c: usize) -> Vec<f32> {
+        self.signs(format!("h/{k}").as_bytes(), c)
     }
 }
 
@@ -475,6 +484,13 @@ impl View<'_> {
                 c: rows,
                 orient,
             },
+        }
+    }
+    /// Length of the content axis of a matrix of `shape` read as `orient`.
+    fn content_len(shape: &[u64], orient: Orient) -> usize {
+        match orient {
+            Orient::HiddenCols => shape[0] as usize,
+            Orient::HiddenRows => shape[1] as usize,
         }
     }
     /// Storage index of oriented element (k, j).
@@ -854,7 +870,16 @@ pub fn mark_model(model: &Path, key: &WeightKey, out: &Path) -> Result<MarkRepor
     if chosen.is_empty() {
         return Err(MarkError::NothingToMark(model.to_path_buf()));
     }
-    let (h, r) = key.vectors(hidden as usize);
+    let c = hidden as usize;
+    let r = key.r_vector(c);
+    let hs: BTreeMap<usize, Vec<f32>> = chosen
+        .iter()
+        .map(|&(fi, ti, o)| {
+            let t = &files[fi].parsed().tensors[ti];
+            let k = View::content_len(&t.shape, o);
+            (k, key.h_vector(k, c))
+        })
+        .collect();
     let marked: Vec<((usize, usize), Vec<u8>, TensorMark)> = chosen
         .par_iter()
         .map(|&(fi, ti, o)| {
@@ -865,8 +890,11 @@ pub fn mark_model(model: &Path, key: &WeightKey, out: &Path) -> Result<MarkRepor
                     reason: "data out of range".into(),
                 })
             })?;
+            let h = hs
+                .get(&View::content_len(&t.shape, o))
+                .ok_or(MarkError::NothingToMark(model.to_path_buf()))?;
             let (bytes, change, eff) =
-                mark_tensor(key, &t.name, t.dtype, &t.shape, view.bytes, o, &h, &r)?;
+                mark_tensor(key, &t.name, t.dtype, &t.shape, view.bytes, o, h, &r)?;
             let file = paths[fi]
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -1024,30 +1052,28 @@ pub fn rademacher_tail(z: f64) -> f64 {
     hoeffding.min(pinelis).min(1.0)
 }
 
-/// Accumulators of one (key, reading) over the scored matrices.
-#[derive(Clone)]
+/// Accumulators of one (key, reading) over the scored matrices, per content length `K`.
+#[derive(Clone, Default)]
 struct Acc {
-    d: Vec<f64>,
-    e: Vec<f64>,
+    /// `K` -> (`d`, `e`) summed over the matrices with that content length.
+    parts: BTreeMap<usize, (Vec<f64>, Vec<f64>)>,
     weights: u64,
     matrices: usize,
 }
 
 impl Acc {
-    fn new(c: usize) -> Self {
-        Self {
-            d: vec![0.0; c],
-            e: vec![0.0; c],
-            weights: 0,
-            matrices: 0,
-        }
-    }
     fn add(&mut self, o: &Acc) {
-        for (a, b) in self.d.iter_mut().zip(&o.d) {
-            *a += b;
-        }
-        for (a, b) in self.e.iter_mut().zip(&o.e) {
-            *a += b;
+        for (k, (od, oe)) in &o.parts {
+            let (d, e) = self
+                .parts
+                .entry(*k)
+                .or_insert_with(|| (vec![0.0; od.len()], vec![0.0; oe.len()]));
+            for (a, b) in d.iter_mut().zip(od) {
+                *a += b;
+            }
+            for (a, b) in e.iter_mut().zip(oe) {
+                *a += b;
+            }
         }
         self.weights += o.weights;
         self.matrices += o.matrices;
@@ -1055,14 +1081,15 @@ impl Acc {
     /// The one matrix's contribution.
     fn of_matrix(v: &View<'_>, r: &[f32], sigma: f64) -> Self {
         let u = v.content_signs(r);
-        let mut acc = Acc::new(v.c);
+        let mut d = vec![0.0; v.c];
+        let mut e = vec![0.0; v.c];
         let inv = 1.0 / sigma;
         match v.orient {
             Orient::HiddenCols => {
                 for (k, &uk) in u.iter().enumerate().take(v.k) {
                     let row = &v.w[k * v.c..(k + 1) * v.c];
                     let uk = uk as f64 * inv;
-                    for ((d, e), &x) in acc.d.iter_mut().zip(acc.e.iter_mut()).zip(row) {
+                    for ((d, e), &x) in d.iter_mut().zip(e.iter_mut()).zip(row) {
                         let x = x as f64;
                         *d += uk * x;
                         *e += x * x * inv * inv;
@@ -1070,48 +1097,44 @@ impl Acc {
                 }
             }
             Orient::HiddenRows => {
-                for j in 0..v.c {
+                for (j, (dj, ej)) in d.iter_mut().zip(e.iter_mut()).enumerate() {
                     let row = &v.w[j * v.k..(j + 1) * v.k];
-                    let (mut d, mut e) = (0.0, 0.0);
+                    let (mut sd, mut se) = (0.0, 0.0);
                     for (&x, &uk) in row.iter().zip(&u) {
                         let x = x as f64;
-                        d += uk as f64 * x;
-                        e += x * x;
+                        sd += uk as f64 * x;
+                        se += x * x;
                     }
-                    acc.d[j] = d * inv;
-                    acc.e[j] = e * inv * inv;
+                    *dj = sd * inv;
+                    *ej = se * inv * inv;
                 }
             }
         }
-        acc.weights = (v.k * v.c) as u64;
-        acc.matrices = 1;
-        acc
+        let mut parts = BTreeMap::new();
+        parts.insert(v.k, (d, e));
+        Acc {
+            parts,
+            weights: (v.k * v.c) as u64,
+            matrices: 1,
+        }
     }
-    /// z of the Rademacher sum with `h`, after projecting `r` out of `d`.
-    fn z(&self, h: &[f32], r: &[f32]) -> f64 {
-        let c = self.d.len() as f64;
-        let dr: f64 = self
-            .d
-            .iter()
-            .zip(r)
-            .map(|(d, &r)| d * r as f64)
-            .sum::<f64>()
-            / c;
-        let coef: Vec<f64> = self
-            .d
-            .iter()
-            .zip(r)
-            .zip(&self.e)
-            .map(|((d, &rj), &e)| {
+    /// z of the Rademacher sum over every class's coordinates, `r` projected out of each `d`.
+    fn z(&self, hs: &BTreeMap<usize, Vec<f32>>, r: &[f32]) -> f64 {
+        let (mut s, mut v) = (0.0, 0.0);
+        for (k, (d, e)) in &self.parts {
+            let Some(h) = hs.get(k) else {
+                continue;
+            };
+            let c = d.len() as f64;
+            let dr: f64 = d.iter().zip(r).map(|(d, &r)| d * r as f64).sum::<f64>() / c;
+            for (((d, &rj), &e), &hj) in d.iter().zip(r).zip(e).zip(h) {
                 if e > 0.0 {
-                    (d - dr * rj as f64) / e
-                } else {
-                    0.0
+                    let coef = (d - dr * rj as f64) / e;
+                    s += coef * hj as f64;
+                    v += coef * coef;
                 }
-            })
-            .collect();
-        let s: f64 = coef.iter().zip(h).map(|(c, &h)| c * h as f64).sum();
-        let v: f64 = coef.iter().map(|c| c * c).sum();
+            }
+        }
         if v > 0.0 {
             s / v.sqrt()
         } else {
@@ -1144,28 +1167,6 @@ pub fn score_many(
             });
         }
     }
-    // Key vectors carried into the suspect's hidden coordinates.
-    let vecs: Vec<(Vec<f32>, Vec<f32>)> = keys
-        .iter()
-        .map(|k| {
-            let (h, r) = k.vectors(c);
-            match align {
-                None => (h, r),
-                Some(a) => (
-                    a.perm
-                        .iter()
-                        .zip(&a.sign)
-                        .map(|(&p, &s)| h[p] * s)
-                        .collect(),
-                    a.perm
-                        .iter()
-                        .zip(&a.sign)
-                        .map(|(&p, &s)| r[p] * s)
-                        .collect(),
-                ),
-            }
-        })
-        .collect();
     let any_square = files.iter().any(|f| {
         f.parsed()
             .tensors
@@ -1185,7 +1186,37 @@ pub fn score_many(
             }
         }
     }
-    let zero = || vec![vec![Acc::new(c); readings.len()]; keys.len()];
+    // Key vectors for every content length present, carried into the suspect's hidden
+    // coordinates.
+    let mut lens = std::collections::BTreeSet::new();
+    for &(fi, ti) in &todo {
+        let shape = &files[fi].parsed().tensors[ti].shape;
+        for &flip in readings {
+            if let Some(o) = orient(shape, hidden, flip) {
+                lens.insert(View::content_len(shape, o));
+            }
+        }
+    }
+    let carry = |v: Vec<f32>| -> Vec<f32> {
+        match align {
+            None => v,
+            Some(a) => a
+                .perm
+                .iter()
+                .zip(&a.sign)
+                .map(|(&p, &s)| v[p] * s)
+                .collect(),
+        }
+    };
+    type Vecs = (BTreeMap<usize, Vec<f32>>, Vec<f32>);
+    let vecs: Vec<Vecs> = keys
+        .iter()
+        .map(|k| {
+            let hs = lens.iter().map(|&l| (l, carry(k.h_vector(l, c)))).collect();
+            (hs, carry(k.r_vector(c)))
+        })
+        .collect();
+    let zero = || vec![vec![Acc::default(); readings.len()]; keys.len()];
     let accs = todo
         .par_iter()
         .map(|&(fi, ti)| -> Result<Vec<Vec<Acc>>, MarkError> {
@@ -1233,8 +1264,8 @@ pub fn score_many(
         .iter()
         .enumerate()
         .map(|(ki, key)| {
-            let (h, r) = &vecs[ki];
-            let zs: Vec<f64> = accs[ki].iter().map(|a| a.z(h, r)).collect();
+            let (hs, r) = &vecs[ki];
+            let zs: Vec<f64> = accs[ki].iter().map(|a| a.z(hs, r)).collect();
             let (best, z) =
                 zs.iter()
                     .copied()
