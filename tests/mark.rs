@@ -309,6 +309,10 @@ fn hidden_permutation_is_undone_through_a_registered_fingerprint() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     register(&st.reg, &fp);
     let (code, r) = detect(&p, &st.reg, "acme");
+    eprintln!(
+        "attack hidden+ffn permutation, fingerprint registered: p = {}, z = {}",
+        r["p_raw"], r["z"]
+    );
     assert_eq!(code, 0, "{r}");
     assert!(r["p_raw"].as_f64().unwrap() <= 1e-12, "{r}");
     assert_eq!(r["aligned_through"], "orig", "{r}");

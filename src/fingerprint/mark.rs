@@ -87,6 +87,8 @@ pub const MIN_EXPECTED_Z: f64 = 6.0;
 pub const PINELIS: f64 = 2.0 * 20.085_536_923_187_668 / 9.0;
 /// `2 Phi(sqrt(2 ln 2)) - 1`: the share of rows whose content sign is kept (see [`stein_signs`]).
 const STEIN_QUANTILE: f64 = 0.760_968;
+/// The largest relative step of one block's scale field when a quantized tensor is marked.
+const MAX_FIELD_STEP: f64 = 0.1;
 /// Elements below this fraction of their row's rms do not enter the content key `u`.
 const CONTENT_THRESHOLD: f32 = 0.6;
 
@@ -706,7 +708,9 @@ fn scale_steps(
             let (g00, g01, g11) = (dot(b0, b0), dot(b0, b1), dot(b1, b1));
             let (y0, y1) = (dot(b0, dl), dot(b1, dl));
             let det = g00 * g11 - g01 * g01;
-            let (x0, x1) = if det > 1e-9 * g00 * g11 && det > 0.0 {
+            // Nearly collinear directions (a block of near-equal integers) would need large,
+            // cancelling steps that f16 rounding cannot cancel: fit the first direction only.
+            let (x0, x1) = if det > 0.01 * g00 * g11 && det > 0.0 {
                 ((g11 * y0 - g01 * y1) / det, (g00 * y1 - g01 * y0) / det)
             } else if g00 > 0.0 {
                 (y0 / g00, 0.0)
@@ -781,7 +785,11 @@ fn mark_tensor(
                         let blk = &mut out[b * bb..];
                         let old = get_f16(blk, off);
                         if old.is_finite() {
-                            put_f16(blk, off, (old as f64 + scale * s) as f32);
+                            // No block's scale moves by more than MAX_FIELD_STEP of itself, so
+                            // no single block carries an outsized share of the change.
+                            let cap = MAX_FIELD_STEP * old.abs() as f64;
+                            let step = (scale * s).clamp(-cap, cap);
+                            put_f16(blk, off, (old as f64 + step) as f32);
                         }
                     }
                 }
