@@ -7,6 +7,8 @@
 //!   architecture (the worst case: every entry is fully tested), end to end including reading
 //!   and parsing the registry files.
 //!
+//! * `dequant/*`: decoding a 1024 x 4096 matrix of each common dtype to f32 (elements/s).
+//!
 //! Run: `cargo bench --bench fingerprint`; `benches/fingerprint_vs_b3sum.sh` prints the ratios
 //! against the `b3sum` binary.
 
@@ -109,5 +111,36 @@ fn bench_detect(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_extract, bench_detect);
+fn bench_dequant(c: &mut Criterion) {
+    use hallmark::weights::{dequant, TensorView};
+    let (r, k) = (1024usize, 4096usize);
+    let xs: Vec<f32> = (0..r * k).map(|i| ((i as f32) * 0.618).sin()).collect();
+    let shape = [r as u64, k as u64];
+    let mut g = c.benchmark_group("dequant");
+    g.throughput(criterion::Throughput::Elements((r * k) as u64));
+    g.measurement_time(Duration::from_secs(3)).sample_size(20);
+    for dt in [
+        DType::F16,
+        DType::BF16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q4_K,
+        DType::Q6_K,
+    ] {
+        let bytes = dequant::encode("b", dt, &xs).expect("encode");
+        let v = TensorView {
+            name: "b",
+            dtype: dt,
+            shape: &shape,
+            bytes: &bytes,
+        };
+        g.bench_function(format!("matrix/{dt}"), |b| {
+            b.iter(|| black_box(dequant::matrix(&v).expect("decode")))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_extract, bench_detect, bench_dequant);
 criterion_main!(benches);

@@ -213,6 +213,24 @@ fn null_p_values_are_conservative_over_210_pairs() {
     assert!(t.p_raw < 1e-30, "{}", t.p_raw);
 }
 
+/// A rotated hidden space (outside what the p-value covers) is still seen by the
+/// alignment-free second line; an independent model is not.
+#[test]
+fn rotation_is_seen_by_the_invariant_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ZModel::generate(Config::llama(), 31);
+    let p = write_model(dir.path(), "base", &base, Export::Safetensors(DType::F32));
+    let fp = extract(&p, "base").unwrap();
+    let sim = |m: &ZModel, name: &str| {
+        let s = write_model(dir.path(), name, m, Export::Safetensors(DType::F16));
+        let t = Suspect::open(&s).unwrap().test(&fp).unwrap();
+        t.details["invariant_similarity"].as_f64().unwrap()
+    };
+    let rotated = transformed(&base, &[Transform::HiddenRotate, Transform::Noise(0.05)]);
+    assert!(sim(&rotated, "rotated") > 0.95);
+    assert!(sim(&ZModel::generate(Config::llama(), 32), "other") < 0.2);
+}
+
 /// Our dequantization of the real SmolLM2 Q4_1 GGUF (Q4_1, Q8_0 and F32 tensors) equals
 /// candle's own.
 #[test]
@@ -466,4 +484,45 @@ fn fingerprint_is_deterministic_and_versioned() {
         )
         .unwrap()
     );
+}
+
+/// The size of a 7B fingerprint, measured on a model with llama-2-7B's shapes (vocab 32000,
+/// hidden 4096, FFN 11008, untied head) but 2 of its 32 layers, then extrapolated per layer.
+/// Ignored by default (it writes a 0.4 GB file): `cargo test --release -- --ignored seven_b`.
+#[test]
+#[ignore]
+fn seven_b_shaped_fingerprint_is_a_few_mb() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        arch: hallmark::fingerprint::zoo::Arch::Llama,
+        vocab: 32000,
+        hidden: 4096,
+        layers: 2,
+        heads: 32,
+        intermediate: 11008,
+        tied: false,
+    };
+    let p = write_model(
+        dir.path(),
+        "7b-shaped",
+        &ZModel::generate(cfg, 1),
+        Export::Gguf(DType::Q4_0),
+    );
+    let t = std::time::Instant::now();
+    let fp = extract(&p, "7b").unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let json = fp.to_json().unwrap();
+    let per_layer = fp
+        .probes
+        .iter()
+        .map(|q| q.gram.len() + q.tensor.len() + 40)
+        .sum::<usize>()
+        / 2;
+    let full = json.len() + 30 * per_layer;
+    eprintln!(
+        "2 layers: {} bytes ({} probes) in {secs:.2} s; 32 layers: about {full} bytes",
+        json.len(),
+        fp.probes.len()
+    );
+    assert!(full < 4_000_000, "{full}");
 }

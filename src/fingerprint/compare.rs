@@ -410,6 +410,12 @@ impl Suspect {
                 None => unmatched.push(l.clone()),
             }
         }
+        let mut dtypes: std::collections::BTreeMap<String, usize> = Default::default();
+        for i in 0..self.model.len() {
+            if let Some(v) = self.model.view(i) {
+                *dtypes.entry(v.dtype.name().to_string()).or_default() += 1;
+            }
+        }
         let transposed = matched
             .iter()
             .filter(|m| m["transposed"] == json!(true))
@@ -420,6 +426,7 @@ impl Suspect {
             json!(format!("{} of {}", matched.len(), fp.probes.len())),
         );
         out.insert("transposed_matrices".into(), json!(transposed));
+        out.insert("suspect_matrix_dtypes".into(), json!(dtypes));
         out.insert("layer_map".into(), Value::Object(layer_map));
         out.insert("layers_not_found".into(), json!(unmatched));
         out.insert("matched_tensors".into(), Value::Array(matched));

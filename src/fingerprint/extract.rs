@@ -42,7 +42,16 @@ pub(crate) fn unit_gram(
         if contiguous && !units.is_empty() {
             dequant::col_block(&v, units[0]..units[0] + units.len())?
         } else {
-            dequant::matrix(&v)?.select(Axis(1), units)
+            // Scattered units: stream blocks of rows rather than decoding the whole matrix.
+            let (r, _) = dequant::matrix_shape(v.shape);
+            let mut x = Array2::<f32>::zeros((r, units.len()));
+            for start in (0..r).step_by(256) {
+                let end = (start + 256).min(r);
+                let block = dequant::rows(&v, start..end)?;
+                x.slice_mut(ndarray::s![start..end, ..])
+                    .assign(&block.select(Axis(1), units));
+            }
+            x
         }
     } else {
         let mut rows = Array2::<f32>::zeros((units.len(), dequant::matrix_shape(v.shape).1));

@@ -537,6 +537,9 @@ pub enum Transform {
     FfnPermute,
     /// A random permutation of the attention heads of every layer.
     HeadPermute,
+    /// Llama only: a random rotation of the hidden (residual) space, with the norm weights folded
+    /// into the next matrices first (as QuaRot/SliceGPT do), so an untied model computes the same.
+    HiddenRotate,
     /// A random permutation (and, for llama, sign flips) of the hidden (residual) units.
     HiddenPermute,
     /// Every tensor renamed, shuffled, and every matrix stored transposed.
@@ -640,6 +643,65 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
                     t.permute_cols(&p)
                 }
             });
+        }
+        Transform::HiddenRotate => {
+            let h = cfg.hidden;
+            let q = random_orthogonal(&mut rng, h);
+            let arch = cfg.arch;
+            // Fold each RMSNorm weight into the matrices that read its output.
+            let mut gammas: std::collections::HashMap<(Option<usize>, bool), Vec<f32>> =
+                Default::default();
+            for t in &m.tensors {
+                if t.shape.len() == 1 && t.shape[0] == h {
+                    let l = layer_index(&t.name).map(|x| x.0);
+                    let attn = t.name.contains("input_layernorm") || t.name.contains("attn_norm");
+                    gammas.insert((l, attn), t.data.clone());
+                }
+            }
+            for t in &mut m.tensors {
+                let r = role(arch, &t.name);
+                let l = layer_index(&t.name).map(|x| x.0);
+                let gamma = match r {
+                    Role::Q | Role::K | Role::V => gammas.get(&(l, true)),
+                    Role::Gate | Role::Up => gammas.get(&(l, false)),
+                    Role::Head => gammas.get(&(None, false)),
+                    _ => None,
+                };
+                if let Some(g) = gamma {
+                    let c = t.cols();
+                    for (k, x) in t.data.iter_mut().enumerate() {
+                        *x *= g[k % c];
+                    }
+                }
+                if t.shape.len() == 1 && t.shape[0] == h {
+                    t.data.iter_mut().for_each(|x| *x = 1.0);
+                }
+                let residual_cols = matches!(
+                    r,
+                    Role::Embedding
+                        | Role::Head
+                        | Role::Q
+                        | Role::K
+                        | Role::V
+                        | Role::Gate
+                        | Role::Up
+                );
+                if residual_cols {
+                    // W <- W Q
+                    let w = ndarray::ArrayView2::from_shape((t.rows(), t.cols()), &t.data)
+                        .map(|w| w.dot(&q));
+                    if let Ok(w) = w {
+                        t.data = w.iter().copied().collect();
+                    }
+                } else if matches!(r, Role::O | Role::Down) {
+                    // W <- Q^T W
+                    let w = ndarray::ArrayView2::from_shape((t.rows(), t.cols()), &t.data)
+                        .map(|w| q.t().dot(&w));
+                    if let Ok(w) = w {
+                        t.data = w.iter().copied().collect();
+                    }
+                }
+            }
         }
         Transform::HiddenPermute => {
             let h = cfg.hidden;
@@ -751,6 +813,22 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
         }
     }
     m
+}
+
+/// A uniformly random orthogonal matrix (Gram-Schmidt on a Gaussian matrix).
+fn random_orthogonal(rng: &mut StdRng, n: usize) -> ndarray::Array2<f32> {
+    let mut q = ndarray::Array2::<f32>::zeros((n, n));
+    for i in 0..n {
+        let mut v: ndarray::Array1<f32> = (0..n).map(|_| normal(rng)).collect();
+        for j in 0..i {
+            let row = q.row(j).to_owned();
+            let d = v.dot(&row);
+            v.scaled_add(-d, &row);
+        }
+        let norm = v.dot(&v).sqrt().max(f32::MIN_POSITIVE);
+        q.row_mut(i).assign(&(v / norm));
+    }
+    q
 }
 
 /// llama.cpp's conversion of HF Q/K rows: within each head, rows `(half, i)` become `(i, half)`.
@@ -893,6 +971,15 @@ pub fn export(m: &ZModel, e: Export) -> Result<Vec<u8>, String> {
             gguf_bytes(&out, &meta)
         }
     }
+}
+
+/// Copies outside the list that show where the p-value stops (see docs/fingerprint.md).
+pub fn extra_cases() -> Vec<(&'static str, Vec<Transform>, Export)> {
+    vec![(
+        "hidden-rotate",
+        vec![Transform::HiddenRotate],
+        Export::Safetensors(DType::F32),
+    )]
 }
 
 /// The standard transformed copies: `(label, transformations, export)`.
