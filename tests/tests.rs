@@ -1,5 +1,6 @@
 //! hallmark integration tests: one binary, one module per area.
 
 mod fingerprint;
+mod mark;
 mod signing;
 mod textmark;

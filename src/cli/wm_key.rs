@@ -36,15 +36,16 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // Check everything the user typed before touching any file.
+    if a.scheme == "weights" {
+        return weights_key(&a);
+    }
     let scheme = match a.scheme.as_str() {
         "kgw" => SchemeParams::Kgw {
             gamma: a.gamma,
             delta: a.delta,
         },
         "gumbel" => SchemeParams::Gumbel,
-        _ => anyhow::bail!(
-            "wm-key --scheme weights is not built yet (the weight mark has its own issue)"
-        ),
+        other => anyhow::bail!("unknown scheme `{other}`"),
     };
     let h = a
         .context_width
@@ -87,5 +88,21 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         source,
         tok.vocab_size()
     )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--scheme weights`: a secret key for the active weight mark.
+fn weights_key(a: &Args) -> anyhow::Result<ExitCode> {
+    use hallmark::fingerprint::mark::WeightKey;
+    if a.tokenizer.is_some() {
+        anyhow::bail!("--tokenizer does not apply to --scheme weights");
+    }
+    let key = WeightKey::generate();
+    key.save(&a.out)?;
+    println!(
+        "{}: weight-mark key {} (secret; keep it private, register it to detect)",
+        a.out.display(),
+        key.id()
+    );
     Ok(ExitCode::SUCCESS)
 }

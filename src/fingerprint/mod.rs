@@ -10,6 +10,7 @@
 pub mod compare;
 pub mod extract;
 pub mod format;
+pub mod mark;
 pub mod model;
 pub mod zoo;
 
@@ -47,6 +48,9 @@ pub enum FingerprintError {
         /// What is wrong with it.
         source: Box<FingerprintError>,
     },
+    /// The active weight mark's detector failed (see [`mark::MarkError`]).
+    #[error(transparent)]
+    Mark(#[from] mark::MarkError),
     /// A broken internal invariant (a bug, reported instead of a panic).
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -90,9 +94,18 @@ pub fn test_weights(path: &Path, registry: &Registry) -> Result<Vec<KeyTest>, Fi
     for f in suspect_files(&suspect) {
         f.ensure_unchanged()?;
     }
+    let mut tests = tests;
+    tests.extend(mark_tests(path, registry)?);
     Ok(tests)
 }
 
 fn suspect_files(s: &Suspect) -> Vec<&crate::weights::MappedFile> {
     s.model().files().iter().map(|f| f.map()).collect()
+}
+
+// ---- active weight mark (src/fingerprint/mark.rs) -------------------------------------------
+/// The weight-mark KeyTests of every registered `weights` key, realigned through the
+/// registered fingerprints where they reveal a permuted hidden axis.
+fn mark_tests(path: &Path, registry: &Registry) -> Result<Vec<KeyTest>, FingerprintError> {
+    mark::test_marks_with_fingerprints(path, registry)
 }
