@@ -51,3 +51,16 @@ run "$ZOO" leak --model "$MINILM" --family minilm --case 'noise-5%+ffn-permute+q
 expect_exit 0 "$H" detect "$work/leaked-minilm.gguf"
 step "   an unrelated model (SmolLM2) does not match"
 expect_exit 1 "$H" detect test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+
+step "4. Active weight mark: mark the release, sign it, leak an attacked copy, detect it blind"
+run "$H" wm-key --scheme weights --out "$work/release-mark.wmkey"
+run "$H" register "$work/release-mark.wmkey"
+mkdir -p "$work/release-marked"
+run "$H" mark "$MINILM" --wm-key "$work/release-mark.wmkey" --out "$work/release-marked/model.safetensors"
+run "$H" sign "$work/release-marked" --key "$work/release.key"
+expect_exit 0 "$H" verify "$work/release-marked" --pub "$work/release.pub"
+step "   the leak: the marked release, fine-tuned (5% noise), FFN-permuted and re-quantized to Q4_0"
+run "$ZOO" leak --model "$work/release-marked/model.safetensors" --family minilm --case 'noise-5%+ffn-permute+q4_0' --out "$work/leaked-marked"
+expect_exit 0 "$H" detect "$work/leaked-marked.gguf"
+
+printf '\n\033[1mdemo: every step behaved as expected\033[0m (work files in %s)\n' "${work#$root/}"

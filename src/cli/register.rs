@@ -1,4 +1,6 @@
 use std::path::PathBuf;
+
+use hallmark::registry::EntryKind;
 use std::process::ExitCode;
 
 /// `hallmark register`
@@ -18,10 +20,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let entries = hallmark::registry::register(&dir, &a.files)?;
     let mut out = std::io::stdout().lock();
     for e in entries {
+        let kind = match e.kind {
+            EntryKind::SignerKey => "signer public key",
+            EntryKind::WatermarkKey => "watermark key",
+            EntryKind::Fingerprint => "fingerprint",
+        };
         writeln!(
             out,
-            "registered {:?} {} -> {}",
-            e.kind,
+            "registered {kind} `{}` -> {}",
             e.name,
             e.path.display()
         )?;
