@@ -1,0 +1,262 @@
+//! Text generation with a local GGUF llama model, one [`TokenSampler`] call per step.
+//!
+//! The loop never samples by itself: at every step it hands the context and the raw logits to
+//! the sampler (plain or watermarked, see [`crate::textmark`]) and appends what it returns. A
+//! batch of prompts of different lengths runs through one forward pass per step, left-padded
+//! with a mask, each sequence with its own sampler.
+
+pub mod chat;
+pub mod kernels;
+pub mod model;
+pub mod reference;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::textmark::sampling::TokenSampler;
+pub use model::{LlamaConfig, LlamaModel, ModelMeta, State};
+
+/// Errors from loading a model or generating.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenerateError {
+    /// The model file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Not a usable llama GGUF model.
+    #[error("{}: {msg}", path.display())]
+    BadModel {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The sequence would exceed the context.
+    #[error("sequence of {len} tokens exceeds the context of {max}")]
+    TooLong {
+        /// Requested length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A token id outside the vocabulary.
+    #[error("token id {0} is outside the vocabulary")]
+    BadToken(u32),
+    /// Inconsistent shapes passed to the model.
+    #[error("{0}")]
+    Shape(&'static str),
+    /// The chat template cannot be rendered.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// An empty prompt (nothing to condition on).
+    #[error("the prompt has no tokens")]
+    EmptyPrompt,
+}
+
+/// How long to generate and when to stop.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Most new tokens per sequence.
+    pub max_tokens: usize,
+    /// Stop a sequence when it samples the model's end-of-sequence token (not included).
+    pub stop_at_eos: bool,
+    /// Token ids whose logits are set to -inf before the sampler sees them (e.g. the control
+    /// tokens, for fixed-length samples in an evaluation).
+    pub banned: Vec<u32>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 200,
+            stop_at_eos: true,
+            banned: Vec::new(),
+        }
+    }
+}
+
+/// Wall-clock split of a generation run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    /// Prompt forward pass.
+    pub prefill_s: f64,
+    /// Decode forward passes.
+    pub decode_s: f64,
+    /// Time inside `TokenSampler::next_token` (all sequences).
+    pub sample_s: f64,
+    /// Decode steps taken (forward passes after the prefill).
+    pub steps: usize,
+    /// Tokens generated over all sequences.
+    pub tokens: usize,
+}
+
+impl Timings {
+    /// Generated tokens per second, from the first forward pass to the last sample.
+    pub fn tokens_per_s(&self) -> f64 {
+        let t = self.prefill_s + self.decode_s + self.sample_s;
+        if t > 0.0 {
+            self.tokens as f64 / t
+        } else {
+            0.0
+        }
+    }
+
+    /// Sampler time as a fraction of the whole step time (forward + sampling).
+    pub fn sample_share(&self) -> f64 {
+        let t = self.prefill_s + self.decode_s + self.sample_s;
+        if t > 0.0 {
+            self.sample_s / t
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One generated sequence.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Generated {
+    /// Generated token ids (without the prompt and without the EOS token).
+    pub ids: Vec<u32>,
+    /// True when the sequence ended by sampling EOS.
+    pub hit_eos: bool,
+}
+
+/// Generate for every prompt in `prompts` at once, calling `samplers[i]` once per step of
+/// sequence `i` and `on_token(i, id)` for every accepted token. Prompts may differ in length.
+pub fn generate_batch(
+    model: &LlamaModel,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    samplers: &mut [&mut dyn TokenSampler],
+    mut on_token: impl FnMut(usize, u32),
+) -> Result<(Vec<Generated>, Timings), GenerateError> {
+    let b = prompts.len();
+    if b == 0 {
+        return Ok((Vec::new(), Timings::default()));
+    }
+    if samplers.len() != b {
+        return Err(GenerateError::Shape("one sampler per prompt"));
+    }
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    let plen = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let mut st = model.new_state(b, plen + opts.max_tokens)?;
+    let pad_id = model.meta().eos.unwrap_or(0);
+    let mut tokens = Vec::with_capacity(b * plen);
+    let mut pads = Vec::with_capacity(b);
+    for p in prompts {
+        pads.push(plen - p.len());
+        tokens.extend(std::iter::repeat_n(pad_id, plen - p.len()));
+        tokens.extend_from_slice(p);
+    }
+    let vocab = model.config().vocab;
+    let mut ctx: Vec<Vec<u32>> = prompts.to_vec();
+    let mut out = vec![Generated::default(); b];
+    let mut done = vec![opts.max_tokens == 0; b];
+    let mut tm = Timings::default();
+    let mut logits_buf = vec![0f32; vocab];
+    let t0 = Instant::now();
+    let mut logits = model.forward(&mut st, &tokens, Some(&pads), false)?;
+    tm.prefill_s = t0.elapsed().as_secs_f64();
+    let mut next = vec![pad_id; b];
+    loop {
+        let ts = Instant::now();
+        for i in 0..b {
+            if done[i] {
+                next[i] = pad_id;
+                continue;
+            }
+            logits_buf.copy_from_slice(&logits[i * vocab..(i + 1) * vocab]);
+            for &t in &opts.banned {
+                if let Some(l) = logits_buf.get_mut(t as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            let id = samplers[i].next_token(&ctx[i], &logits_buf);
+            if opts.stop_at_eos && Some(id) == model.meta().eos {
+                out[i].hit_eos = true;
+                done[i] = true;
+                next[i] = pad_id;
+                continue;
+            }
+            ctx[i].push(id);
+            out[i].ids.push(id);
+            tm.tokens += 1;
+            on_token(i, id);
+            next[i] = id;
+            if out[i].ids.len() >= opts.max_tokens {
+                done[i] = true;
+            }
+        }
+        tm.sample_s += ts.elapsed().as_secs_f64();
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        let tf = Instant::now();
+        logits = model.forward(&mut st, &next, None, false)?;
+        tm.decode_s += tf.elapsed().as_secs_f64();
+        tm.steps += 1;
+    }
+    Ok((out, tm))
+}
+
+/// Generate for one prompt; `on_token` sees each token as it is accepted (for streaming).
+pub fn generate(
+    model: &LlamaModel,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    sampler: &mut dyn TokenSampler,
+    mut on_token: impl FnMut(u32),
+) -> Result<(Generated, Timings), GenerateError> {
+    let (mut g, t) = generate_batch(model, &[prompt.to_vec()], opts, &mut [sampler], |_, id| {
+        on_token(id)
+    })?;
+    Ok((g.pop().unwrap_or_default(), t))
+}
+
+/// Log-probabilities the model gives each token of `seq[from..]` given what precedes it, for a
+/// batch of sequences (perplexity). `from` must be at least 1.
+pub fn token_logprobs(
+    model: &LlamaModel,
+    seqs: &[(Vec<u32>, usize)],
+) -> Result<Vec<Vec<f64>>, GenerateError> {
+    let b = seqs.len();
+    if b == 0 {
+        return Ok(Vec::new());
+    }
+    if seqs.iter().any(|(s, from)| *from == 0 || *from > s.len()) {
+        return Err(GenerateError::Shape("scored tokens need a preceding context"));
+    }
+    let len = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+    let pad_id = model.meta().eos.unwrap_or(0);
+    let mut tokens = Vec::with_capacity(b * len);
+    let mut pads = Vec::with_capacity(b);
+    for (s, _) in seqs {
+        pads.push(len - s.len());
+        tokens.extend(std::iter::repeat_n(pad_id, len - s.len()));
+        tokens.extend_from_slice(s);
+    }
+    let mut st = model.new_state(b, len)?;
+    let logits = model.forward(&mut st, &tokens, Some(&pads), true)?;
+    let vocab = model.config().vocab;
+    let mut res = Vec::with_capacity(b);
+    for (bi, (s, from)) in seqs.iter().enumerate() {
+        let mut lp = Vec::with_capacity(s.len() - from);
+        for t in *from..s.len() {
+            // Logits at slot (pad + t - 1) predict token t.
+            let row = bi * len + pads[bi] + t - 1;
+            let l = &logits[row * vocab..(row + 1) * vocab];
+            let mx = l.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+            let z: f64 = l.iter().map(|&v| (v as f64 - mx).exp()).sum();
+            lp.push(l[s[t] as usize] as f64 - mx - z.ln());
+        }
+        res.push(lp);
+    }
+    Ok(res)
+}
