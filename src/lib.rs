@@ -21,6 +21,7 @@ pub mod generate;
 pub mod registry;
 pub mod stats;
 pub mod textmark;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{FormatError, IoContext};

@@ -37,15 +37,25 @@ pub trait TokenSampler: Send {
 /// probabilities, most likely first.
 pub fn candidates(logits: &[f32], params: &SamplingParams) -> Vec<(u32, f64)> {
     let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-    let k = params.top_k.unwrap_or(logits.len()).clamp(1, logits.len().max(1));
+    let k = params
+        .top_k
+        .unwrap_or(logits.len())
+        .clamp(1, logits.len().max(1));
     let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
     if k < idx.len() {
         idx.select_nth_unstable_by(k - 1, by_logit);
         idx.truncate(k);
     }
     idx.sort_unstable_by(by_logit);
-    let t = if params.temperature > 0.0 { params.temperature } else { 1.0 };
-    let max = idx.first().map(|&i| logits[i as usize] as f64).unwrap_or(0.0);
+    let t = if params.temperature > 0.0 {
+        params.temperature
+    } else {
+        1.0
+    };
+    let max = idx
+        .first()
+        .map(|&i| logits[i as usize] as f64)
+        .unwrap_or(0.0);
     let mut probs: Vec<(u32, f64)> = idx
         .iter()
         .map(|&i| (i, ((logits[i as usize] as f64 - max) / t).exp()))
