@@ -197,9 +197,15 @@ impl PackedMatrix {
             }
         }
         match &mut acc {
-            Self::Q4_1 { rows: r, cols: c, .. }
-            | Self::Q8_0 { rows: r, cols: c, .. }
-            | Self::F32 { rows: r, cols: c, .. } => {
+            Self::Q4_1 {
+                rows: r, cols: c, ..
+            }
+            | Self::Q8_0 {
+                rows: r, cols: c, ..
+            }
+            | Self::F32 {
+                rows: r, cols: c, ..
+            } => {
                 *r = rows;
                 *c = cols;
             }
@@ -297,7 +303,10 @@ impl PackedMatrix {
                 q4_1_rows_portable(d, m, qs, qx, i0, out);
             }
             Self::Q8_0 { d, qs, .. } => {
-                let (d, qs) = (&d[o * nb..(o + 1) * nb], &qs[o * nb * QK..(o + 1) * nb * QK]);
+                let (d, qs) = (
+                    &d[o * nb..(o + 1) * nb],
+                    &qs[o * nb * QK..(o + 1) * nb * QK],
+                );
                 #[cfg(target_arch = "x86_64")]
                 if has_avx2() {
                     // SAFETY: AVX2 and FMA were detected at run time.
@@ -443,7 +452,13 @@ mod avx2 {
 
     /// Q8_0 weight row against up to 8 quantized activation rows.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn q8_0_rows(d: &[f32], qs: &[i8], qx: &QuantRows, i0: usize, out: &mut [f32]) {
+    pub(super) unsafe fn q8_0_rows(
+        d: &[f32],
+        qs: &[i8],
+        qx: &QuantRows,
+        i0: usize,
+        out: &mut [f32],
+    ) {
         let nb = d.len();
         let g = out.len();
         debug_assert!(g <= 8 && qs.len() >= nb * QK);
@@ -475,7 +490,9 @@ mod tests {
     use super::*;
 
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
 
@@ -524,9 +541,15 @@ mod tests {
             let mut portable = vec![0f32; rows];
             for i in 0..n {
                 for o in 0..rows {
-                    let want = dot_f32(&dense[o * cols..(o + 1) * cols], &x[i * cols..(i + 1) * cols]);
+                    let want = dot_f32(
+                        &dense[o * cols..(o + 1) * cols],
+                        &x[i * cols..(i + 1) * cols],
+                    );
                     let got = out[i * rows + o];
-                    assert!((want - got).abs() < 0.02 * (1.0 + want.abs()), "{want} vs {got}");
+                    assert!(
+                        (want - got).abs() < 0.02 * (1.0 + want.abs()),
+                        "{want} vs {got}"
+                    );
                 }
             }
             // Portable path on row 0 equals the dispatched path to float rounding.

@@ -231,7 +231,9 @@ pub fn token_logprobs(
         return Ok(Vec::new());
     }
     if seqs.iter().any(|(s, from)| *from == 0 || *from > s.len()) {
-        return Err(GenerateError::Shape("scored tokens need a preceding context"));
+        return Err(GenerateError::Shape(
+            "scored tokens need a preceding context",
+        ));
     }
     let len = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
     let pad_id = model.meta().eos.unwrap_or(0);
@@ -259,4 +261,96 @@ pub fn token_logprobs(
         res.push(lp);
     }
     Ok(res)
+}
+
+/// A model with its tokenizer (both read from the same GGUF file).
+pub struct Runner {
+    /// The transformer.
+    pub model: LlamaModel,
+    /// The tokenizer rebuilt from the GGUF vocabulary and merges.
+    pub tokenizer: crate::tokenizer::Tokenizer,
+}
+
+impl Runner {
+    /// Load a llama GGUF file and the tokenizer embedded in it.
+    pub fn load(path: &std::path::Path) -> Result<Self, GenerateError> {
+        let model = LlamaModel::load(path)?;
+        let tokenizer =
+            crate::tokenizer::Tokenizer::from_path(path).map_err(|e| GenerateError::BadModel {
+                path: path.to_path_buf(),
+                msg: format!("tokenizer: {e}"),
+            })?;
+        if tokenizer.vocab_size() > model.config().vocab {
+            return Err(GenerateError::BadModel {
+                path: path.to_path_buf(),
+                msg: "the tokenizer has more tokens than the model's output".into(),
+            });
+        }
+        Ok(Self { model, tokenizer })
+    }
+
+    /// Token ids of a user message wrapped in the model's chat template.
+    pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>, GenerateError> {
+        let text = chat::render_user_prompt(self.model.meta(), prompt)?;
+        let mut ids = Vec::new();
+        if self.model.meta().add_bos {
+            ids.extend(self.model.meta().bos);
+        }
+        ids.extend(self.encode(&text)?);
+        if ids.is_empty() {
+            return Err(GenerateError::EmptyPrompt);
+        }
+        Ok(ids)
+    }
+
+    /// Token ids of plain text (special-token strings such as `<|im_start|>` map to their ids).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, GenerateError> {
+        self.tokenizer
+            .encode(text)
+            .map_err(|e| GenerateError::Template(format!("tokenizing: {e}")))
+    }
+
+    /// Text of generated ids (special tokens left out).
+    pub fn decode(&self, ids: &[u32]) -> Result<String, GenerateError> {
+        self.tokenizer
+            .decode(ids)
+            .map_err(|e| GenerateError::Template(format!("decoding: {e}")))
+    }
+}
+
+/// Turns a growing list of token ids into text pieces without splitting a multi-byte
+/// character across two pieces (a token may hold only part of a UTF-8 sequence).
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    ids: Vec<u32>,
+    printed: usize,
+}
+
+impl StreamDecoder {
+    /// Add one token; returns the text that is now complete, if any.
+    pub fn push(&mut self, runner: &Runner, id: u32) -> Result<Option<String>, GenerateError> {
+        self.ids.push(id);
+        let text = runner.decode(&self.ids)?;
+        // An incomplete UTF-8 sequence decodes to U+FFFD at the end: wait for the next token.
+        if text.ends_with('\u{FFFD}') || text.len() <= self.printed {
+            return Ok(None);
+        }
+        if !text.is_char_boundary(self.printed) {
+            return Ok(None);
+        }
+        let piece = text[self.printed..].to_string();
+        self.printed = text.len();
+        Ok(Some(piece))
+    }
+
+    /// Whatever is left at the end (including a trailing replacement character).
+    pub fn finish(&mut self, runner: &Runner) -> Result<Option<String>, GenerateError> {
+        let text = runner.decode(&self.ids)?;
+        if text.len() > self.printed && text.is_char_boundary(self.printed) {
+            let piece = text[self.printed..].to_string();
+            self.printed = text.len();
+            return Ok(Some(piece));
+        }
+        Ok(None)
+    }
 }

@@ -126,15 +126,16 @@ fn bad(path: &Path, msg: impl Into<String>) -> GenerateError {
     }
 }
 
-fn pack(path: &Path, name: &str, t: QTensor) -> Result<PackedMatrix, GenerateError> {
+fn pack(path: &Path, name: &str, t: QTensor, dense: bool) -> Result<PackedMatrix, GenerateError> {
     let dims = t.shape().dims().to_vec();
     let (rows, cols) = match dims.as_slice() {
         [r, c] => (*r, *c),
         [c] => (1, *c),
         _ => return Err(bad(path, format!("tensor `{name}` has shape {dims:?}"))),
     };
-    let raw = t.data().map_err(|e| bad(path, format!("tensor `{name}`: {e}")))?;
-    let dense = std::env::var_os("HALLMARK_DENSE").is_some();
+    let raw = t
+        .data()
+        .map_err(|e| bad(path, format!("tensor `{name}`: {e}")))?;
     let packed = match t.dtype() {
         _ if dense => None,
         GgmlDType::Q4_1 if cols % QK == 0 => PackedMatrix::from_q4_1(&raw, rows, cols),
@@ -162,7 +163,10 @@ fn vector(path: &Path, name: &str, t: QTensor, len: usize) -> Result<Vec<f32>, G
         .and_then(|x| x.to_vec1::<f32>())
         .map_err(|e| bad(path, format!("tensor `{name}`: {e}")))?;
     if v.len() != len {
-        return Err(bad(path, format!("tensor `{name}` has {} values, expected {len}", v.len())));
+        return Err(bad(
+            path,
+            format!("tensor `{name}` has {} values, expected {len}", v.len()),
+        ));
     }
     Ok(v)
 }
@@ -170,6 +174,12 @@ fn vector(path: &Path, name: &str, t: QTensor, len: usize) -> Result<Vec<f32>, G
 impl LlamaModel {
     /// Load a llama-architecture GGUF file.
     pub fn load(path: &Path) -> Result<Self, GenerateError> {
+        Self::load_with(path, false)
+    }
+
+    /// Load with every matrix dequantized to f32 (`dense`): no activation quantization, so the
+    /// forward pass can be checked exactly against a dequantized reference.
+    pub fn load_with(path: &Path, dense: bool) -> Result<Self, GenerateError> {
         let mut file = std::fs::File::open(path).map_err(|source| GenerateError::Io {
             path: path.to_path_buf(),
             source,
@@ -197,12 +207,18 @@ impl LlamaModel {
         let n_head = u("llama.attention.head_count")?;
         let n_embd = u("llama.embedding_length")?;
         if n_head == 0 || n_embd % n_head != 0 {
-            return Err(bad(path, "embedding length is not a multiple of the head count"));
+            return Err(bad(
+                path,
+                "embedding length is not a multiple of the head count",
+            ));
         }
         let head_dim = n_embd / n_head;
         let n_kv_head = u("llama.attention.head_count_kv").unwrap_or(n_head);
         if n_kv_head == 0 || n_head % n_kv_head != 0 {
-            return Err(bad(path, "head count is not a multiple of the key/value head count"));
+            return Err(bad(
+                path,
+                "head count is not a multiple of the key/value head count",
+            ));
         }
         let rope_dim = u("llama.rope.dimension_count").unwrap_or(head_dim);
         if rope_dim != head_dim || head_dim % 2 != 0 {
@@ -211,9 +227,7 @@ impl LlamaModel {
         if u("llama.expert_count").unwrap_or(0) > 1 {
             return Err(bad(path, "mixture-of-experts models are not supported"));
         }
-        let f = |k: &str, default: f32| {
-            md.get(k).and_then(|v| v.to_f32().ok()).unwrap_or(default)
-        };
+        let f = |k: &str, default: f32| md.get(k).and_then(|v| v.to_f32().ok()).unwrap_or(default);
         let mut cfg = LlamaConfig {
             n_layer: u("llama.block_count")?,
             n_embd,
@@ -232,24 +246,40 @@ impl LlamaModel {
             ct.tensor(&mut file, name, &Device::Cpu)
                 .map_err(|e| bad(path, format!("tensor `{name}`: {e}")))
         };
-        let embed = pack(path, "token_embd.weight", tensor("token_embd.weight")?)?;
+        let embed = pack(
+            path,
+            "token_embd.weight",
+            tensor("token_embd.weight")?,
+            dense,
+        )?;
         if embed.cols() != n_embd {
-            return Err(bad(path, "token_embd.weight width differs from the embedding length"));
+            return Err(bad(
+                path,
+                "token_embd.weight width differs from the embedding length",
+            ));
         }
         cfg.vocab = embed.rows();
         let output = match tensor("output.weight") {
-            Ok(t) => Some(pack(path, "output.weight", t)?),
+            Ok(t) => Some(pack(path, "output.weight", t, dense)?),
             Err(_) => None,
         };
-        let out_norm = vector(path, "output_norm.weight", tensor("output_norm.weight")?, n_embd)?;
+        let out_norm = vector(
+            path,
+            "output_norm.weight",
+            tensor("output_norm.weight")?,
+            n_embd,
+        )?;
         let kv_dim = n_kv_head * head_dim;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
             let mut m = |suffix: &str, rows: usize, cols: usize| {
                 let name = format!("blk.{l}.{suffix}.weight");
-                let p = pack(path, &name, tensor(&name)?)?;
+                let p = pack(path, &name, tensor(&name)?, dense)?;
                 if p.rows() != rows || p.cols() != cols {
-                    return Err(bad(path, format!("tensor `{name}` has an unexpected shape")));
+                    return Err(bad(
+                        path,
+                        format!("tensor `{name}` has an unexpected shape"),
+                    ));
                 }
                 Ok::<_, GenerateError>(p)
             };
@@ -273,7 +303,10 @@ impl LlamaModel {
         }
         if let Some(o) = &output {
             if o.cols() != n_embd {
-                return Err(bad(path, "output.weight width differs from the embedding length"));
+                return Err(bad(
+                    path,
+                    "output.weight width differs from the embedding length",
+                ));
             }
             cfg.vocab = o.rows();
         }
@@ -345,7 +378,9 @@ impl LlamaModel {
         let c = &self.cfg;
         let b = st.batch;
         if b == 0 || tokens.is_empty() || tokens.len() % b != 0 {
-            return Err(GenerateError::Shape("token count is not a multiple of the batch"));
+            return Err(GenerateError::Shape(
+                "token count is not a multiple of the batch",
+            ));
         }
         let seq = tokens.len() / b;
         if st.len + seq > st.max_len {
@@ -356,7 +391,9 @@ impl LlamaModel {
         }
         if let Some(p) = pads {
             if p.len() != b || st.len != 0 {
-                return Err(GenerateError::Shape("pads are set once, for every sequence"));
+                return Err(GenerateError::Shape(
+                    "pads are set once, for every sequence",
+                ));
             }
             st.pads.copy_from_slice(p);
         }
@@ -496,7 +533,11 @@ fn read_meta(md: &HashMap<String, gguf_file::Value>) -> ModelMeta {
     let tokens: Vec<String> = md
         .get("tokenizer.ggml.tokens")
         .and_then(|v| v.to_vec().ok())
-        .map(|v| v.iter().map(|t| t.to_string().cloned().unwrap_or_default()).collect())
+        .map(|v| {
+            v.iter()
+                .map(|t| t.to_string().cloned().unwrap_or_default())
+                .collect()
+        })
         .unwrap_or_default();
     let control_tokens = md
         .get("tokenizer.ggml.token_type")

@@ -30,7 +30,8 @@ impl ReferenceModel {
             source,
         })?;
         let ct = gguf_file::Content::read(&mut file).map_err(|e| err(path, e))?;
-        let inner = ModelWeights::from_gguf(ct, &mut file, &Device::Cpu).map_err(|e| err(path, e))?;
+        let inner =
+            ModelWeights::from_gguf(ct, &mut file, &Device::Cpu).map_err(|e| err(path, e))?;
         Ok(Self { inner, pos: 0 })
     }
 
