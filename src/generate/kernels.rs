@@ -296,8 +296,13 @@ impl PackedMatrix {
                 );
                 #[cfg(target_arch = "x86_64")]
                 if has_avx2() {
-                    // SAFETY: AVX2 and FMA were detected at run time.
-                    unsafe { avx2::q4_1_rows(d, m, qs, qx, i0, out) };
+                    if out.len() == 1 {
+                        // SAFETY: AVX2 and FMA were detected at run time.
+                        out[0] = unsafe { avx2::q4_1_row1(d, m, qs, qx, i0) };
+                    } else {
+                        // SAFETY: AVX2 and FMA were detected at run time.
+                        unsafe { avx2::q4_1_rows(d, m, qs, qx, i0, out) };
+                    }
                     return;
                 }
                 q4_1_rows_portable(d, m, qs, qx, i0, out);
@@ -309,8 +314,13 @@ impl PackedMatrix {
                 );
                 #[cfg(target_arch = "x86_64")]
                 if has_avx2() {
-                    // SAFETY: AVX2 and FMA were detected at run time.
-                    unsafe { avx2::q8_0_rows(d, qs, qx, i0, out) };
+                    if out.len() == 1 {
+                        // SAFETY: AVX2 and FMA were detected at run time.
+                        out[0] = unsafe { avx2::q8_0_row1(d, qs, qx, i0) };
+                    } else {
+                        // SAFETY: AVX2 and FMA were detected at run time.
+                        unsafe { avx2::q8_0_rows(d, qs, qx, i0, out) };
+                    }
                     return;
                 }
                 q8_0_rows_portable(d, qs, qx, i0, out);
@@ -448,6 +458,83 @@ mod avx2 {
         for j in 0..g {
             out[j] = hsum(acc[j]) + msum[j];
         }
+    }
+
+    /// Q4_1 weight row against one activation row (decode at batch 1): two blocks per
+    /// iteration into two accumulators, and the `m * s` terms as one f32 dot product.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q4_1_row1(
+        d: &[f32],
+        m: &[f32],
+        qs: &[u8],
+        qx: &QuantRows,
+        row: usize,
+    ) -> f32 {
+        let nb = d.len();
+        debug_assert!(qs.len() >= nb * 16 && qx.qs.len() >= (row + 1) * nb * QK);
+        let ad = &qx.d[row * nb..(row + 1) * nb];
+        let asum = &qx.s[row * nb..(row + 1) * nb];
+        let mask = _mm_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let aq = qx.qs.as_ptr().wrapping_add(row * nb * QK);
+        let wq = qs.as_ptr();
+        let block = |b: usize| {
+            // SAFETY: b < nb; qs holds nb * 16 bytes and the activation row nb * QK bytes.
+            let raw = unsafe { _mm_loadu_si128(wq.add(b * 16) as *const __m128i) };
+            let w = _mm256_set_m128i(
+                _mm_and_si128(_mm_srli_epi16(raw, 4), mask),
+                _mm_and_si128(raw, mask),
+            );
+            // SAFETY: as above.
+            let a = unsafe { _mm256_loadu_si256(aq.add(b * QK) as *const __m256i) };
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones))
+        };
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut b = 0;
+        while b + 1 < nb {
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * ad[b]), block(b), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d[b + 1] * ad[b + 1]), block(b + 1), acc1);
+            b += 2;
+        }
+        if b < nb {
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * ad[b]), block(b), acc0);
+        }
+        hsum(_mm256_add_ps(acc0, acc1)) + super::dot_f32(m, asum)
+    }
+
+    /// Q8_0 weight row against one activation row.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q8_0_row1(d: &[f32], qs: &[i8], qx: &QuantRows, row: usize) -> f32 {
+        let nb = d.len();
+        debug_assert!(qs.len() >= nb * QK && qx.qs.len() >= (row + 1) * nb * QK);
+        let ad = &qx.d[row * nb..(row + 1) * nb];
+        let ones = _mm256_set1_epi16(1);
+        let aq = qx.qs.as_ptr().wrapping_add(row * nb * QK);
+        let wq = qs.as_ptr();
+        let block = |b: usize| {
+            // SAFETY: b < nb; both rows hold nb * QK bytes.
+            let (w, a) = unsafe {
+                (
+                    _mm256_loadu_si256(wq.add(b * QK) as *const __m256i),
+                    _mm256_loadu_si256(aq.add(b * QK) as *const __m256i),
+                )
+            };
+            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones))
+        };
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut b = 0;
+        while b + 1 < nb {
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * ad[b]), block(b), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d[b + 1] * ad[b + 1]), block(b + 1), acc1);
+            b += 2;
+        }
+        if b < nb {
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * ad[b]), block(b), acc0);
+        }
+        hsum(_mm256_add_ps(acc0, acc1))
     }
 
     /// Q8_0 weight row against up to 8 quantized activation rows.

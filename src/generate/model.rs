@@ -117,6 +117,10 @@ pub struct LlamaModel {
     /// cos/sin of position * theta_i, `context_length x head_dim/2`.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
+    /// The pool every forward pass runs in: the calling thread becomes a worker for the whole
+    /// pass, so the ~150 parallel regions of a step use work stealing instead of each parking
+    /// the caller on a futex.
+    pool: rayon::ThreadPool,
 }
 
 fn bad(path: &Path, msg: impl Into<String>) -> GenerateError {
@@ -180,6 +184,17 @@ impl LlamaModel {
     /// Load with every matrix dequantized to f32 (`dense`): no activation quantization, so the
     /// forward pass can be checked exactly against a dequantized reference.
     pub fn load_with(path: &Path, dense: bool) -> Result<Self, GenerateError> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::load_opts(path, dense, threads)
+    }
+
+    /// Load with `threads` worker threads (at least 1).
+    pub fn load_opts(path: &Path, dense: bool, threads: usize) -> Result<Self, GenerateError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("hallmark-gen-{i}"))
+            .build()
+            .map_err(|e| bad(path, format!("thread pool: {e}")))?;
         let mut file = std::fs::File::open(path).map_err(|source| GenerateError::Io {
             path: path.to_path_buf(),
             source,
@@ -330,6 +345,7 @@ impl LlamaModel {
             output,
             rope_cos,
             rope_sin,
+            pool,
         })
     }
 
@@ -375,6 +391,23 @@ impl LlamaModel {
         pads: Option<&[usize]>,
         all: bool,
     ) -> Result<&'s [f32], GenerateError> {
+        self.pool
+            .install(|| self.forward_in_pool(st, tokens, pads, all))?;
+        Ok(&st.s.logits)
+    }
+
+    /// Worker threads of the model's pool.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    fn forward_in_pool(
+        &self,
+        st: &mut State,
+        tokens: &[u32],
+        pads: Option<&[usize]>,
+        all: bool,
+    ) -> Result<(), GenerateError> {
         let c = &self.cfg;
         let b = st.batch;
         if b == 0 || tokens.is_empty() || tokens.len() % b != 0 {
@@ -455,40 +488,50 @@ impl LlamaModel {
             let max_len = st.max_len;
             let group = c.n_head / c.n_kv_head;
             let scale = 1.0 / (hd as f32).sqrt();
-            s.att
-                .par_chunks_mut(hd)
-                .enumerate()
-                .for_each_init(Vec::new, |scores, (task, out)| {
-                    let (row, h) = (task / c.n_head, task % c.n_head);
-                    let (bi, si) = (row / seq, row % seq);
-                    let slot = start + si;
-                    let lo = pads_ref[bi];
-                    out.fill(0.0);
-                    if lo > slot {
-                        return; // a pad position: nothing to attend to, output unused
+            let attend = |scores: &mut Vec<f32>, (task, out): (usize, &mut [f32])| {
+                let (row, h) = (task / c.n_head, task % c.n_head);
+                let (bi, si) = (row / seq, row % seq);
+                let slot = start + si;
+                let lo = pads_ref[bi];
+                out.fill(0.0);
+                if lo > slot {
+                    return; // a pad position: nothing to attend to, output unused
+                }
+                let q = &qkv[row * qkv_w + h * hd..row * qkv_w + (h + 1) * hd];
+                let base = (bi * c.n_kv_head + h / group) * max_len;
+                scores.clear();
+                let mut mx = f32::NEG_INFINITY;
+                for j in lo..=slot {
+                    let sc = dot_f32(q, &kc[(base + j) * hd..(base + j + 1) * hd]) * scale;
+                    mx = mx.max(sc);
+                    scores.push(sc);
+                }
+                let mut z = 0f32;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - mx).exp();
+                    z += *sc;
+                }
+                for (j, p) in (lo..=slot).zip(scores.iter()) {
+                    let w = p / z;
+                    let vr = &vc[(base + j) * hd..(base + j + 1) * hd];
+                    for (o, v) in out.iter_mut().zip(vr) {
+                        *o += w * v;
                     }
-                    let q = &qkv[row * qkv_w + h * hd..row * qkv_w + (h + 1) * hd];
-                    let base = (bi * c.n_kv_head + h / group) * max_len;
-                    scores.clear();
-                    let mut mx = f32::NEG_INFINITY;
-                    for j in lo..=slot {
-                        let sc = dot_f32(q, &kc[(base + j) * hd..(base + j + 1) * hd]) * scale;
-                        mx = mx.max(sc);
-                        scores.push(sc);
-                    }
-                    let mut z = 0f32;
-                    for sc in scores.iter_mut() {
-                        *sc = (*sc - mx).exp();
-                        z += *sc;
-                    }
-                    for (j, p) in (lo..=slot).zip(scores.iter()) {
-                        let w = p / z;
-                        let vr = &vc[(base + j) * hd..(base + j + 1) * hd];
-                        for (o, v) in out.iter_mut().zip(vr) {
-                            *o += w * v;
-                        }
-                    }
-                });
+                }
+            };
+            // A decode step at batch 1 is a few microseconds of work: not worth a parallel region.
+            if n * c.n_head * (start + seq) < 1 << 14 {
+                let mut scores = Vec::new();
+                s.att
+                    .chunks_mut(hd)
+                    .enumerate()
+                    .for_each(|t| attend(&mut scores, t));
+            } else {
+                s.att
+                    .par_chunks_mut(hd)
+                    .enumerate()
+                    .for_each_init(Vec::new, |scores, t| attend(scores, t));
+            }
             layer.wo.matmul(&s.att, n, &mut s.qx, &mut s.o);
             for (x, o) in s.x.iter_mut().zip(&s.o) {
                 *x += o;
@@ -524,7 +567,7 @@ impl LlamaModel {
         let out = self.output.as_ref().unwrap_or(&self.embed);
         s.logits.resize(rows.len() * c.vocab, 0.0);
         out.matmul(&s.h, rows.len(), &mut s.qx, &mut s.logits);
-        Ok(&s.logits)
+        Ok(())
     }
 }
 
@@ -606,6 +649,12 @@ impl State {
     /// Slots filled so far (including left padding).
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Forget every slot from `len` on (the KV cache keeps its memory), e.g. to rerun a step
+    /// from the same context. Padding set by the first pass stays.
+    pub fn rewind(&mut self, len: usize) {
+        self.len = self.len.min(len);
     }
 
     /// True before the first forward pass.

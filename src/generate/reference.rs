@@ -35,6 +35,12 @@ impl ReferenceModel {
         Ok(Self { inner, pos: 0 })
     }
 
+    /// Drop the KV cache and start a new sequence.
+    pub fn reset(&mut self) {
+        self.inner.clear_kv_cache();
+        self.pos = 0;
+    }
+
     /// Feed `tokens` after what was fed before; returns the last position's logits.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, GenerateError> {
         let e = |e: candle_core::Error| GenerateError::BadModel {
