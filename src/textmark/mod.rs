@@ -1,16 +1,75 @@
 //! Keyed text watermarks applied inside the sampler, and their exact detection.
+//!
+//! Generation: load a key ([`WatermarkKey::load`]), make one sampler per sequence with
+//! [`sampler_for_key`], and call [`TokenSampler::next_token`] with the context ids (prompt, then
+//! generated) and the raw logits at every step. The prompt's last tokens seed the first
+//! generated token. Temperature, top-k and top-p are applied first; the watermark then acts on
+//! the filtered distribution (for kgw, δ is a bias in units of tempered logits).
+//!
+//! Detection: [`test_text`] tokenizes a text with each registered key's own tokenizer and tests
+//! it against every text key ([`Detector`] does the same on token ids). The binary's `detect`
+//! adjusts the raw p-values across all keys (Holm).
+//!
+//! Schemes: [`Kgw`] (green list; left-hash or min-hash context) and [`Gumbel`] (Gumbel-max,
+//! distortion-free). PRF: [`prf`] (versioned; test vectors in `tests/vectors/`).
 
+pub mod key;
+pub mod prf;
 pub mod sampling;
+pub mod scheme;
+pub mod score;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+pub use key::{SchemeParams, TokenizerSpec, WatermarkKey};
+pub use prf::{ContextRule, PRF_VERSION};
+pub use sampling::{PlainSampler, SamplingParams, TokenSampler};
+pub use scheme::{Gumbel, Kgw, Scheme};
+pub use score::{Detection, Detector, WindowHit, MIN_SCORED_TOKENS, MIN_WINDOW};
 
 use crate::detect::KeyTest;
-use crate::registry::Registry;
+use crate::registry::{EntryKind, Registry};
+use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// Errors from the text watermark.
 #[derive(Debug, thiserror::Error)]
 pub enum TextmarkError {
-    /// A malformed key file.
+    /// A malformed or unsupported key file.
     #[error("{0}")]
     BadKey(String),
+    /// A key of a scheme that does not mark text (e.g. `weights`).
+    #[error("scheme `{0}` is not a text watermark")]
+    NotText(String),
+    /// I/O on a key file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Loading or running a tokenizer.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}
+
+/// A watermarking sampler for one generated sequence: `key`'s scheme applied inside ordinary
+/// sampling with `params`; `seed` fixes the sampler's own randomness, so the same key, seed,
+/// prompt and logits give the same tokens. Works for any vocabulary size (the logits' length).
+pub fn sampler_for_key(
+    key: &WatermarkKey,
+    params: SamplingParams,
+    seed: u64,
+) -> Box<dyn TokenSampler> {
+    key.sampler(params, seed)
+}
+
+/// Ordinary sampling with no watermark (the same candidate filtering as the watermarked one).
+pub fn plain_sampler(params: SamplingParams, seed: u64) -> Box<dyn TokenSampler> {
+    Box::new(PlainSampler::new(params, seed))
 }
 
 /// The results of testing one text against every registered watermark key.
@@ -22,7 +81,163 @@ pub struct TextTests {
     pub scored_tokens: Option<u64>,
 }
 
+/// One registered text key, ready to test with.
+#[derive(Debug)]
+struct LoadedKey {
+    name: String,
+    key: WatermarkKey,
+    detector: Detector,
+    tokenizer: Arc<Tokenizer>,
+}
+
+/// Every text key of a registry, with their tokenizers loaded once (keys that share a tokenizer
+/// share one instance and one tokenization per text).
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    keys: Vec<LoadedKey>,
+}
+
+impl KeyRing {
+    /// Load every `.wmkey` of a text scheme in `registry` (weight-mark keys are skipped).
+    pub fn load(registry: &Registry) -> Result<Self, TextmarkError> {
+        let mut tokenizers: HashMap<String, Arc<Tokenizer>> = HashMap::new();
+        let mut keys = Vec::new();
+        for e in registry.of_kind(EntryKind::WatermarkKey) {
+            let key = match WatermarkKey::load(&e.path) {
+                Ok(k) => k,
+                Err(TextmarkError::NotText(_)) => continue,
+                Err(err) => return Err(err),
+            };
+            let spec = key.tokenizer();
+            let tokenizer = match tokenizers.get(&spec.blake3) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = Arc::new(spec.load().map_err(|err| {
+                        TextmarkError::BadKey(format!("{}: {err}", e.path.display()))
+                    })?);
+                    tokenizers.insert(spec.blake3.clone(), t.clone());
+                    t
+                }
+            };
+            keys.push(LoadedKey {
+                name: e.name.clone(),
+                detector: Detector::new(&key),
+                key,
+                tokenizer,
+            });
+        }
+        Ok(Self { keys })
+    }
+
+    /// Number of text keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when the registry holds no text key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Test `text` against every key.
+    pub fn test(&self, text: &str) -> Result<TextTests, TextmarkError> {
+        let mut encoded: HashMap<&str, Arc<Vec<u32>>> = HashMap::new();
+        let mut out = TextTests::default();
+        for k in &self.keys {
+            let b3 = k.key.tokenizer().blake3.as_str();
+            let ids = match encoded.get(b3) {
+                Some(ids) => ids.clone(),
+                None => {
+                    let ids = Arc::new(k.tokenizer.encode(text)?);
+                    encoded.insert(b3, ids.clone());
+                    ids
+                }
+            };
+            let d = k.detector.detect(&ids);
+            out.tests.push(key_test(&k.name, &k.key, &d));
+            out.scored_tokens = Some(out.scored_tokens.unwrap_or(0).max(d.scored as u64));
+        }
+        Ok(out)
+    }
+}
+
+fn key_test(name: &str, key: &WatermarkKey, d: &Detection) -> KeyTest {
+    let mut t = KeyTest::new(name, key.scheme().name(), d.p_value)
+        .with("scored_tokens", d.scored as u64)
+        .with("statistic", d.statistic)
+        .with("p_whole", d.p_whole)
+        .with("windows_tested", d.windows_tested as u64);
+    if let SchemeParams::Kgw { gamma, .. } = key.scheme() {
+        t = t
+            .with("green_tokens", d.statistic.round() as u64)
+            .with("gamma", gamma);
+    }
+    if let Some(w) = &d.window {
+        t = t.with(
+            "best_window",
+            serde_json::json!({
+                "token_start": w.token_start,
+                "token_end": w.token_end,
+                "scored_tokens": w.len,
+                "statistic": w.statistic,
+                "p_raw": w.p_raw,
+            }),
+        );
+    }
+    t = t
+        .with(
+            "context",
+            format!("{}:{}", key.rule().name(), key.rule().width()),
+        )
+        .with("tokenizer", key.tokenizer().source.clone());
+    if !d.decided {
+        t.decided = false;
+        t = t.with(
+            "note",
+            format!("too short to decide: fewer than {MIN_SCORED_TOKENS} scored tokens"),
+        );
+    }
+    t
+}
+
+/// What identifies a registry's text keys on disk: path, length and modification time of each.
+type RingStamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+fn ring_cache() -> &'static Mutex<HashMap<PathBuf, (RingStamp, Arc<KeyRing>)>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (RingStamp, Arc<KeyRing>)>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The key ring of `registry`, loaded once per process while its key files are unchanged
+/// (so `detect --jsonl` over many documents parses keys and tokenizers once).
+pub fn key_ring(registry: &Registry) -> Result<Arc<KeyRing>, TextmarkError> {
+    let stamp: RingStamp = registry
+        .of_kind(EntryKind::WatermarkKey)
+        .map(|e| {
+            let m = std::fs::metadata(&e.path).ok();
+            (
+                e.path.clone(),
+                m.as_ref().map(|m| m.len()).unwrap_or(0),
+                m.and_then(|m| m.modified().ok()),
+            )
+        })
+        .collect();
+    let dir = registry.dir().to_path_buf();
+    if let Ok(cache) = ring_cache().lock() {
+        if let Some((s, ring)) = cache.get(&dir) {
+            if *s == stamp {
+                return Ok(ring.clone());
+            }
+        }
+    }
+    let ring = Arc::new(KeyRing::load(registry)?);
+    if let Ok(mut cache) = ring_cache().lock() {
+        cache.insert(dir, (stamp, ring.clone()));
+    }
+    Ok(ring)
+}
+
 /// Test `text` against every text watermark key in `registry`.
-pub fn test_text(_text: &str, _registry: &Registry) -> Result<TextTests, TextmarkError> {
-    Ok(TextTests::default())
+pub fn test_text(text: &str, registry: &Registry) -> Result<TextTests, TextmarkError> {
+    key_ring(registry)?.test(text)
 }

@@ -1,6 +1,10 @@
 //! The sampling seam: every generation loop asks a [`TokenSampler`] for the next token, given the
 //! context so far and the model's raw logits. The plain sampler and every watermark scheme
 //! implement it, so temperature, top-k and top-p compose with any watermark.
+//!
+//! [`Candidates`] turns logits into the filtered next-token distribution in O(V): no sort of the
+//! whole vocabulary (top-k keeps a small buffer above a rising threshold; top-p sorts only the
+//! tokens in the probability buckets that can reach the nucleus), and a vectorisable `exp`.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,60 +31,227 @@ impl Default for SamplingParams {
 }
 
 /// Picks the next token. Called once per generation step.
+///
+/// Make one sampler per generated sequence: watermarking samplers remember which contexts they
+/// have used within the sequence.
 pub trait TokenSampler: Send {
     /// `context`: every token id so far (prompt, then generated); `logits`: raw next-token logits
-    /// over the whole vocabulary. Returns the chosen token id.
+    /// over the whole vocabulary (finite values). Returns the chosen token id.
     fn next_token(&mut self, context: &[u32], logits: &[f32]) -> u32;
 }
 
-/// The candidate set after temperature, top-k and top-p: token ids and their renormalised
-/// probabilities, most likely first.
-pub fn candidates(logits: &[f32], params: &SamplingParams) -> Vec<(u32, f64)> {
-    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-    let k = params
-        .top_k
-        .unwrap_or(logits.len())
-        .clamp(1, logits.len().max(1));
-    let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, by_logit);
-        idx.truncate(k);
+/// The filtered next-token distribution after temperature, top-k and top-p: token ids and their
+/// renormalised probabilities. Order: most likely first when top-p was applied, otherwise an
+/// unspecified but deterministic order. Buffers are reused from step to step.
+#[derive(Clone, Debug, Default)]
+pub struct Candidates {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Probabilities, summing to 1 (up to rounding).
+    pub probs: Vec<f64>,
+    weights: Vec<f32>,
+    cum: Vec<f64>,
+}
+
+impl Candidates {
+    /// Empty buffers.
+    pub fn new() -> Self {
+        Self::default()
     }
-    idx.sort_unstable_by(by_logit);
-    let t = if params.temperature > 0.0 {
-        params.temperature
-    } else {
-        1.0
-    };
-    let max = idx
-        .first()
-        .map(|&i| logits[i as usize] as f64)
-        .unwrap_or(0.0);
-    let mut probs: Vec<(u32, f64)> = idx
-        .iter()
-        .map(|&i| (i, ((logits[i as usize] as f64 - max) / t).exp()))
-        .collect();
-    let z: f64 = probs.iter().map(|p| p.1).sum();
-    for p in &mut probs {
-        p.1 /= z;
+
+    /// Number of candidates.
+    pub fn len(&self) -> usize {
+        self.ids.len()
     }
-    if let Some(top_p) = params.top_p {
+
+    /// True when there is no candidate (only for empty logits).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Recompute the distribution for `logits` under `params` (temperature 0 is treated as 1
+    /// here; greedy decoding does not use candidates).
+    pub fn fill(&mut self, logits: &[f32], params: &SamplingParams) {
+        self.ids.clear();
+        self.probs.clear();
+        self.cum.clear();
+        let n = logits.len();
+        if n == 0 {
+            return;
+        }
+        match params.top_k {
+            Some(k) if k < n => top_k_ids(logits, k.max(1), &mut self.ids),
+            _ => self.ids.extend(0..n as u32),
+        }
+        let inv_t = if params.temperature > 0.0 {
+            (1.0 / params.temperature) as f32
+        } else {
+            1.0
+        };
+        let m = self
+            .ids
+            .iter()
+            .map(|&i| logits[i as usize])
+            .fold(f32::NEG_INFINITY, f32::max);
+        self.weights.clear();
+        self.weights.extend(
+            self.ids
+                .iter()
+                .map(|&i| fast_exp((logits[i as usize] - m) * inv_t)),
+        );
+        let z: f64 = sum_f32(&self.weights);
+        if let Some(p) = params.top_p.filter(|p| *p < 1.0) {
+            self.nucleus(p.max(0.0) * z);
+        }
+        let z: f64 = sum_f32(&self.weights);
+        let inv_z = if z > 0.0 { 1.0 / z } else { 0.0 };
+        self.probs
+            .extend(self.weights.iter().map(|&w| w as f64 * inv_z));
+    }
+
+    /// Keep the most likely tokens, in order, until their weight reaches `target`.
+    fn nucleus(&mut self, target: f64) {
+        // Bucket by the f32 exponent of each weight (weights are in (0, 1]): tokens in higher
+        // buckets always come first in sorted order, so only the boundary bucket and those above
+        // it need sorting.
+        let mut mass = [0f64; 256];
+        for &w in &self.weights {
+            mass[(w.to_bits() >> 23) as usize & 0xff] += w as f64;
+        }
         let mut acc = 0.0;
-        let mut keep = probs.len();
-        for (i, p) in probs.iter().enumerate() {
-            acc += p.1;
-            if acc >= top_p {
-                keep = i + 1;
+        let mut cut = 0usize;
+        for b in (0..256).rev() {
+            acc += mass[b];
+            if acc >= target {
+                cut = b;
                 break;
             }
         }
-        probs.truncate(keep.max(1));
-        let z: f64 = probs.iter().map(|p| p.1).sum();
-        for p in &mut probs {
-            p.1 /= z;
+        let mut keep: Vec<(f32, u32)> = self
+            .ids
+            .iter()
+            .zip(&self.weights)
+            .filter(|(_, w)| (w.to_bits() >> 23) as usize & 0xff >= cut)
+            .map(|(&i, &w)| (w, i))
+            .collect();
+        keep.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut acc = 0.0;
+        let mut n = keep.len();
+        for (i, (w, _)) in keep.iter().enumerate() {
+            acc += *w as f64;
+            if acc >= target {
+                n = i + 1;
+                break;
+            }
+        }
+        keep.truncate(n.max(1));
+        self.ids.clear();
+        self.weights.clear();
+        for (w, i) in keep {
+            self.ids.push(i);
+            self.weights.push(w);
         }
     }
-    probs
+
+    /// The candidate at cumulative probability `u` in \[0, 1) (a linear scan).
+    pub fn draw(&self, u: f64) -> u32 {
+        let mut acc = 0.0;
+        for (&id, &p) in self.ids.iter().zip(&self.probs) {
+            acc += p;
+            if u < acc {
+                return id;
+            }
+        }
+        self.ids.last().copied().unwrap_or(0)
+    }
+
+    /// Index of the candidate at cumulative probability `u` (binary search over cached
+    /// prefix sums; for samplers that draw several times per step).
+    pub fn draw_index_fast(&mut self, u: f64) -> usize {
+        if self.cum.len() != self.probs.len() {
+            self.cum.clear();
+            let mut acc = 0.0;
+            for &p in &self.probs {
+                acc += p;
+                self.cum.push(acc);
+            }
+        }
+        let target = u * self.cum.last().copied().unwrap_or(0.0);
+        let i = self.cum.partition_point(|&c| c <= target);
+        i.min(self.ids.len().saturating_sub(1))
+    }
+}
+
+/// Sum in f64 (exact enough for a normaliser over 2^18 terms).
+fn sum_f32(w: &[f32]) -> f64 {
+    // Four lanes so the compiler can vectorise the conversion and the adds.
+    let mut acc = [0f64; 4];
+    let chunks = w.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..4 {
+            acc[j] += c[j] as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + rest.iter().map(|&x| x as f64).sum::<f64>()
+}
+
+/// `exp(x)` for `x <= 0` in f32, relative error below 2e-7, branch-free so that loops over it
+/// vectorise; identical on every IEEE-754 machine (no FMA, no table).
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // Below -87.3 the result is not a normal f32; treat as 0 (NaN also maps here).
+    let x = x.max(-87.0);
+    let y = x * LOG2E;
+    // Round to nearest with the 1.5 * 2^23 trick (SSE2 has no vector floor).
+    let n = (y + 12_582_912.0) - 12_582_912.0;
+    let f = y - n; // in [-0.5, 0.5]
+                   // 2^f, degree-6 Taylor polynomial of e^(f ln 2) (Horner).
+    let t = f * std::f32::consts::LN_2;
+    let p = 1.0
+        + t * (1.0
+            + t * (0.5
+                + t * (1.0 / 6.0 + t * (1.0 / 24.0 + t * (1.0 / 120.0 + t * (1.0 / 720.0))))));
+    let bits = ((n as i32 + 127) << 23) as u32;
+    p * f32::from_bits(bits)
+}
+
+/// The `k` largest logits' ids (ties: lower id first), in no particular order.
+fn top_k_ids(logits: &[f32], k: usize, out: &mut Vec<u32>) {
+    let rank = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    out.clear();
+    out.extend(0..k as u32);
+    let cap = (2 * k).max(64);
+    let mut thr = *out.iter().min_by(|a, b| rank(b, a)).unwrap_or(&0);
+    for (i, &l) in logits.iter().enumerate().skip(k) {
+        // Ids arrive in increasing order, so an equal logit never outranks the threshold.
+        if l.total_cmp(&logits[thr as usize]).is_gt() {
+            out.push(i as u32);
+            if out.len() >= cap {
+                out.select_nth_unstable_by(k - 1, rank);
+                out.truncate(k);
+                thr = out[k - 1];
+            }
+        }
+    }
+    if out.len() > k {
+        out.select_nth_unstable_by(k - 1, rank);
+        out.truncate(k);
+    }
+}
+
+/// The candidate set, most likely first: a convenience for callers that want a plain list.
+pub fn candidates(logits: &[f32], params: &SamplingParams) -> Vec<(u32, f64)> {
+    let mut c = Candidates::new();
+    c.fill(logits, params);
+    let mut v: Vec<(u32, f64)> = c.ids.iter().copied().zip(c.probs.iter().copied()).collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
 }
 
 /// Draw from a candidate list with a uniform `u` in \[0, 1).
@@ -99,6 +270,7 @@ pub fn draw(cands: &[(u32, f64)], u: f64) -> u32 {
 pub struct PlainSampler {
     params: SamplingParams,
     rng: StdRng,
+    cands: Candidates,
 }
 
 impl PlainSampler {
@@ -107,6 +279,7 @@ impl PlainSampler {
         Self {
             params,
             rng: StdRng::seed_from_u64(seed),
+            cands: Candidates::new(),
         }
     }
 }
@@ -116,8 +289,8 @@ impl TokenSampler for PlainSampler {
         if self.params.temperature <= 0.0 {
             return argmax(logits);
         }
-        let c = candidates(logits, &self.params);
-        draw(&c, self.rng.gen::<f64>())
+        self.cands.fill(logits, &self.params);
+        self.cands.draw(self.rng.gen::<f64>())
     }
 }
 
@@ -130,4 +303,91 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn logits(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = StdRng::seed_from_u64(seed);
+        (0..n).map(|_| r.gen_range(-8.0f32..8.0)).collect()
+    }
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let (a, b) = (fast_exp(x), x.exp());
+            assert!(((a - b) / b).abs() < 3e-7, "{x}: {a} vs {b}");
+            x += 0.01;
+        }
+        assert_eq!(fast_exp(-1000.0) < 1e-37, true);
+    }
+
+    #[test]
+    fn top_k_matches_a_full_sort() {
+        let l = logits(5000, 1);
+        let mut order: Vec<u32> = (0..5000).collect();
+        order.sort_by(|a, b| l[*b as usize].total_cmp(&l[*a as usize]).then(a.cmp(b)));
+        for k in [1, 7, 50, 999] {
+            let mut got = Vec::new();
+            top_k_ids(&l, k, &mut got);
+            got.sort();
+            let mut want = order[..k].to_vec();
+            want.sort();
+            assert_eq!(got, want, "k={k}");
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_nucleus() {
+        let l = logits(3000, 2);
+        let p = SamplingParams {
+            temperature: 0.7,
+            top_k: None,
+            top_p: Some(0.9),
+        };
+        let mut c = Candidates::new();
+        c.fill(&l, &p);
+        // Reference: full softmax, sorted.
+        let m = l.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        let mut w: Vec<(f64, u32)> = l
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (((x as f64 - m) / 0.7).exp(), i as u32))
+            .collect();
+        let z: f64 = w.iter().map(|x| x.0).sum();
+        w.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut acc = 0.0;
+        let n = w.iter().position(|x| {
+            acc += x.0 / z;
+            acc >= 0.9
+        });
+        assert_eq!(c.len(), n.unwrap() + 1);
+        assert_eq!(
+            c.ids[..10],
+            w[..10].iter().map(|x| x.1).collect::<Vec<_>>()[..]
+        );
+        assert!((c.probs.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn plain_sampler_is_reproducible_and_respects_top_k() {
+        let l = logits(1000, 3);
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: Some(5),
+            top_p: None,
+        };
+        let run = |seed| {
+            let mut s = PlainSampler::new(p, seed);
+            (0..50).map(|_| s.next_token(&[], &l)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(9), run(9));
+        let mut top = Vec::new();
+        top_k_ids(&l, 5, &mut top);
+        assert!(run(9).iter().all(|t| top.contains(t)));
+    }
 }
