@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use hallmark::generate::{generate, GenerateOptions, Runner, StreamDecoder};
 use hallmark::textmark::sampling::{PlainSampler, SamplingParams, TokenSampler};
+use hallmark::textmark::{sampler_for_key, WatermarkKey};
 
 /// `hallmark generate`
 #[derive(clap::Args, Debug)]
@@ -71,10 +72,20 @@ fn params(a: &Args) -> anyhow::Result<SamplingParams> {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let params = params(&a)?;
+    // The key first: it is small, and a bad key should not wait for a model load.
+    let key = match &a.wm_key {
+        Some(path) => Some(WatermarkKey::load(path)?),
+        None => None,
+    };
     let runner = Runner::load(&a.model)?;
-    let mut sampler: Box<dyn TokenSampler> = match &a.wm_key {
-        Some(key) => watermark_sampler(key, params, a.seed)?,
-        None => Box::new(PlainSampler::new(params, a.seed)),
+    let mut sampler: Box<dyn TokenSampler> = match (&key, &a.wm_key) {
+        (Some(key), Some(path)) => {
+            runner
+                .check_key(key)
+                .with_context(|| path.display().to_string())?;
+            sampler_for_key(key, params, a.seed)
+        }
+        _ => Box::new(PlainSampler::new(params, a.seed)),
     };
     let prompt = runner.prompt_ids(&a.prompt)?;
     let opts = GenerateOptions {
@@ -127,12 +138,4 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         writeln!(out)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn watermark_sampler(
-    key: &std::path::Path,
-    _params: SamplingParams,
-    _seed: u64,
-) -> anyhow::Result<Box<dyn TokenSampler>> {
-    anyhow::bail!("{}: watermark keys are not supported yet", key.display())
 }

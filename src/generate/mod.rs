@@ -53,6 +53,14 @@ pub enum GenerateError {
     /// The chat template cannot be rendered.
     #[error("chat template: {0}")]
     Template(String),
+    /// A watermark key bound to a different tokenizer than the model's.
+    #[error(
+        "the watermark key was made for another tokenizer (`{key_tokenizer}`) than this model's"
+    )]
+    KeyMismatch {
+        /// The key's tokenizer source.
+        key_tokenizer: String,
+    },
     /// An empty prompt (nothing to condition on).
     #[error("the prompt has no tokens")]
     EmptyPrompt,
@@ -287,6 +295,22 @@ impl Runner {
             });
         }
         Ok(Self { model, tokenizer })
+    }
+
+    /// Refuse a key made for another tokenizer: its green lists / PRF values would index other
+    /// tokens, and detection (which tokenizes with the key's tokenizer) would see no mark.
+    pub fn check_key(&self, key: &crate::textmark::WatermarkKey) -> Result<(), GenerateError> {
+        let json = self
+            .tokenizer
+            .to_json()
+            .map_err(|e| GenerateError::Template(format!("tokenizer: {e}")))?;
+        let ours = blake3::hash(json.as_bytes()).to_hex().to_string();
+        if key.tokenizer().blake3 != ours {
+            return Err(GenerateError::KeyMismatch {
+                key_tokenizer: key.tokenizer().source.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Token ids of a user message wrapped in the model's chat template.
