@@ -40,6 +40,9 @@ pub struct Args {
     /// Print one JSON object (text, token ids, tokens/s) instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Never stop at the end-of-sequence token: always generate --max-tokens (benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
 }
 
 /// Check what the user typed before touching any file.
@@ -90,6 +93,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let prompt = runner.prompt_ids(&a.prompt)?;
     let opts = GenerateOptions {
         max_tokens: a.max_tokens,
+        banned: if a.ignore_eos {
+            runner.model.meta().control_tokens.clone()
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     };
     let stdout = std::io::stdout();

@@ -21,6 +21,9 @@ pub struct QuantRows {
     qs: Vec<i8>,
     d: Vec<f32>,
     s: Vec<f32>,
+    /// Each block's `d` repeated 8 times: one 512-bit load gives the per-lane scales of two
+    /// blocks (filled only when the AVX-512 VNNI kernel is in use).
+    d8: Vec<f32>,
 }
 
 impl QuantRows {
@@ -47,6 +50,12 @@ impl QuantRows {
             }
             self.d[bi] = d;
             self.s[bi] = d * sum as f32;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if has_vnni() {
+            self.d8.clear();
+            self.d8
+                .extend(self.d.iter().flat_map(|&d| std::iter::repeat_n(d, 8)));
         }
     }
 
@@ -295,6 +304,12 @@ impl PackedMatrix {
                     &qs[o * nb * 16..(o + 1) * nb * 16],
                 );
                 #[cfg(target_arch = "x86_64")]
+                if nb % 2 == 0 && has_vnni() {
+                    // SAFETY: AVX-512 F/BW/VL/VNNI were detected at run time; nb is even.
+                    unsafe { vnni::q4_1_rows(d, m, qs, qx, i0, out) };
+                    return;
+                }
+                #[cfg(target_arch = "x86_64")]
                 if has_avx2() {
                     if out.len() == 1 {
                         // SAFETY: AVX2 and FMA were detected at run time.
@@ -345,6 +360,19 @@ impl SendPtr {
     fn get(self) -> *mut f32 {
         self.0
     }
+}
+
+/// AVX-512 with VNNI (`vpdpbusd`: u8 x i8 dot products into i32 in one instruction).
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VNNI.get_or_init(|| {
+        std::env::var_os("HALLMARK_NO_AVX512").is_none()
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vnni")
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -400,6 +428,65 @@ fn q8_0_rows_portable(d: &[f32], qs: &[i8], qx: &QuantRows, i0: usize, out: &mut
             sum += d[b] * qx.d[row * nb + b] * si as f32;
         }
         *r = sum;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{QuantRows, QK};
+    use std::arch::x86_64::*;
+
+    /// Q4_1 weight row against up to 8 activation rows, two blocks per 512-bit register:
+    /// the 64 nibbles of blocks b and b+1 are unpacked once, then each activation row costs
+    /// one `vpdpbusd`, one conversion and one FMA per 64 products.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn q4_1_rows(
+        d: &[f32],
+        m: &[f32],
+        qs: &[u8],
+        qx: &QuantRows,
+        i0: usize,
+        out: &mut [f32],
+    ) {
+        let nb = d.len();
+        let g = out.len();
+        debug_assert!(g <= 8 && nb % 2 == 0 && qs.len() >= nb * 16);
+        debug_assert!(qx.qs.len() >= (i0 + g) * nb * QK && qx.d8.len() >= (i0 + g) * nb * 8);
+        let mut acc = [_mm512_setzero_ps(); 8];
+        let mask = _mm256_set1_epi8(0x0F);
+        let aq = qx.qs.as_ptr().wrapping_add(i0 * nb * QK);
+        let ad = qx.d8.as_ptr().wrapping_add(i0 * nb * 8);
+        let mut b = 0;
+        while b < nb {
+            // SAFETY: b + 1 < nb, so 32 bytes from b * 16 are inside qs.
+            let raw = unsafe { _mm256_loadu_si256(qs.as_ptr().add(b * 16) as *const __m256i) };
+            let lo = _mm256_and_si256(raw, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+            // [lo.0, lo.1, hi.0, hi.1] -> [lo.0, hi.0, lo.1, hi.1]: block b, then block b+1.
+            let w = _mm512_shuffle_i64x2(
+                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                0xD8,
+            );
+            let wd = _mm512_insertf32x8(_mm512_set1_ps(d[b]), _mm256_set1_ps(d[b + 1]), 1);
+            for (j, a_acc) in acc.iter_mut().enumerate().take(g) {
+                let blk = j * nb + b;
+                // SAFETY: blocks b, b+1 of row i0 + j: 64 quants and 16 scales in bounds.
+                let (a, sc) = unsafe {
+                    (
+                        _mm512_loadu_si512(aq.add(blk * QK) as *const __m512i),
+                        _mm512_loadu_ps(ad.add(blk * 8)),
+                    )
+                };
+                let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, a);
+                *a_acc = _mm512_fmadd_ps(_mm512_mul_ps(wd, sc), _mm512_cvtepi32_ps(p), *a_acc);
+            }
+            b += 2;
+        }
+        for j in 0..g {
+            let asum = &qx.s[(i0 + j) * nb..(i0 + j + 1) * nb];
+            out[j] = _mm512_reduce_add_ps(acc[j]) + super::dot_f32(m, asum);
+        }
     }
 }
 
@@ -612,69 +699,71 @@ mod tests {
     #[test]
     fn kernels_match_dequantized_reference() {
         let mut seed = 7u64;
-        let (rows, cols, n) = (37, 96, 11);
-        let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
-        for mat in [
-            PackedMatrix::from_q4_1(&raw_q4_1(rows, cols, &mut seed), rows, cols),
-            PackedMatrix::from_q8_0(&raw_q8_0(rows, cols, &mut seed), rows, cols),
-        ] {
-            let mat = mat.expect("well-sized raw blocks");
-            let mut dense = vec![0f32; rows * cols];
-            for r in 0..rows {
-                mat.row_f32(r, &mut dense[r * cols..(r + 1) * cols]);
-            }
-            let mut out = vec![0f32; n * rows];
-            let mut qx = QuantRows::default();
-            mat.matmul(&x, n, &mut qx, &mut out);
-            let mut portable = vec![0f32; rows];
-            for i in 0..n {
-                for o in 0..rows {
-                    let want = dot_f32(
-                        &dense[o * cols..(o + 1) * cols],
-                        &x[i * cols..(i + 1) * cols],
-                    );
-                    let got = out[i * rows + o];
-                    // Rounding an activation moves it by at most half its block's step
-                    // (amax / 127 / 2), so the error is bounded by sum |w| * step / 2.
-                    let mut bound = 1e-4;
-                    for (wb, xb) in dense[o * cols..(o + 1) * cols]
-                        .chunks(QK)
-                        .zip(x[i * cols..(i + 1) * cols].chunks(QK))
-                    {
-                        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-                        bound += wb.iter().map(|w| w.abs()).sum::<f32>() * amax / 254.0;
+        // An odd and an even block count: the AVX-512 kernel takes blocks in pairs.
+        for (rows, cols, n) in [(37, 96, 11), (29, 128, 9), (5, 64, 1)] {
+            let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
+            for mat in [
+                PackedMatrix::from_q4_1(&raw_q4_1(rows, cols, &mut seed), rows, cols),
+                PackedMatrix::from_q8_0(&raw_q8_0(rows, cols, &mut seed), rows, cols),
+            ] {
+                let mat = mat.expect("well-sized raw blocks");
+                let mut dense = vec![0f32; rows * cols];
+                for r in 0..rows {
+                    mat.row_f32(r, &mut dense[r * cols..(r + 1) * cols]);
+                }
+                let mut out = vec![0f32; n * rows];
+                let mut qx = QuantRows::default();
+                mat.matmul(&x, n, &mut qx, &mut out);
+                let mut portable = vec![0f32; rows];
+                for i in 0..n {
+                    for o in 0..rows {
+                        let want = dot_f32(
+                            &dense[o * cols..(o + 1) * cols],
+                            &x[i * cols..(i + 1) * cols],
+                        );
+                        let got = out[i * rows + o];
+                        // Rounding an activation moves it by at most half its block's step
+                        // (amax / 127 / 2), so the error is bounded by sum |w| * step / 2.
+                        let mut bound = 1e-4;
+                        for (wb, xb) in dense[o * cols..(o + 1) * cols]
+                            .chunks(QK)
+                            .zip(x[i * cols..(i + 1) * cols].chunks(QK))
+                        {
+                            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+                            bound += wb.iter().map(|w| w.abs()).sum::<f32>() * amax / 254.0;
+                        }
+                        assert!(
+                            (want - got).abs() <= bound,
+                            "{want} vs {got} (bound {bound})"
+                        );
                     }
-                    assert!(
-                        (want - got).abs() <= bound,
-                        "{want} vs {got} (bound {bound})"
-                    );
                 }
-            }
-            // Portable path on row 0 equals the dispatched path to float rounding.
-            let nb = cols / QK;
-            qx.quantize(&x, n, cols);
-            for o in 0..rows {
-                let mut one = [0f32; 1];
-                match &mat {
-                    PackedMatrix::Q4_1 { d, m, qs, .. } => q4_1_rows_portable(
-                        &d[o * nb..(o + 1) * nb],
-                        &m[o * nb..(o + 1) * nb],
-                        &qs[o * nb * 16..(o + 1) * nb * 16],
-                        &qx,
-                        0,
-                        &mut one,
-                    ),
-                    PackedMatrix::Q8_0 { d, qs, .. } => q8_0_rows_portable(
-                        &d[o * nb..(o + 1) * nb],
-                        &qs[o * nb * QK..(o + 1) * nb * QK],
-                        &qx,
-                        0,
-                        &mut one,
-                    ),
-                    PackedMatrix::F32 { .. } => unreachable!(),
+                // Portable path on row 0 equals the dispatched path to float rounding.
+                let nb = cols / QK;
+                qx.quantize(&x, n, cols);
+                for o in 0..rows {
+                    let mut one = [0f32; 1];
+                    match &mat {
+                        PackedMatrix::Q4_1 { d, m, qs, .. } => q4_1_rows_portable(
+                            &d[o * nb..(o + 1) * nb],
+                            &m[o * nb..(o + 1) * nb],
+                            &qs[o * nb * 16..(o + 1) * nb * 16],
+                            &qx,
+                            0,
+                            &mut one,
+                        ),
+                        PackedMatrix::Q8_0 { d, qs, .. } => q8_0_rows_portable(
+                            &d[o * nb..(o + 1) * nb],
+                            &qs[o * nb * QK..(o + 1) * nb * QK],
+                            &qx,
+                            0,
+                            &mut one,
+                        ),
+                        PackedMatrix::F32 { .. } => unreachable!(),
+                    }
+                    portable[o] = one[0];
+                    assert!((portable[o] - out[o]).abs() < 1e-3 * (1.0 + out[o].abs()));
                 }
-                portable[o] = one[0];
-                assert!((portable[o] - out[o]).abs() < 1e-3 * (1.0 + out[o].abs()));
             }
         }
     }

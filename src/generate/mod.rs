@@ -6,8 +6,10 @@
 //! with a mask, each sequence with its own sampler.
 
 pub mod chat;
+pub mod eval;
 pub mod kernels;
 pub mod model;
+pub mod plots;
 pub mod reference;
 
 use std::path::PathBuf;
@@ -76,6 +78,9 @@ pub struct GenerateOptions {
     /// Token ids whose logits are set to -inf before the sampler sees them (e.g. the control
     /// tokens, for fixed-length samples in an evaluation).
     pub banned: Vec<u32>,
+    /// Record each accepted token's log-probability under the model's raw distribution
+    /// (temperature 1, nothing banned): perplexity without a second forward pass.
+    pub record_logprobs: bool,
 }
 
 impl Default for GenerateOptions {
@@ -84,6 +89,7 @@ impl Default for GenerateOptions {
             max_tokens: 200,
             stop_at_eos: true,
             banned: Vec::new(),
+            record_logprobs: false,
         }
     }
 }
@@ -132,6 +138,8 @@ pub struct Generated {
     pub ids: Vec<u32>,
     /// True when the sequence ended by sampling EOS.
     pub hit_eos: bool,
+    /// Log-probability of each generated token (when requested).
+    pub logprobs: Vec<f64>,
 }
 
 /// Generate for every prompt in `prompts` at once, calling `samplers[i]` once per step of
@@ -140,7 +148,7 @@ pub fn generate_batch(
     model: &LlamaModel,
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
-    samplers: &mut [&mut dyn TokenSampler],
+    samplers: &mut [&mut (dyn TokenSampler + '_)],
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<(Vec<Generated>, Timings), GenerateError> {
     let b = prompts.len();
@@ -172,9 +180,9 @@ pub fn generate_batch(
     let t0 = Instant::now();
     let mut logits = model.forward(&mut st, &tokens, Some(&pads), false)?;
     tm.prefill_s = t0.elapsed().as_secs_f64();
+    let t_step = Instant::now();
     let mut next = vec![pad_id; b];
     loop {
-        let ts = Instant::now();
         for i in 0..b {
             if done[i] {
                 next[i] = pad_id;
@@ -186,12 +194,20 @@ pub fn generate_batch(
                     *l = f32::NEG_INFINITY;
                 }
             }
+            // Only the sampler call is timed: its share of the step is the watermark's cost.
+            let ts = Instant::now();
             let id = samplers[i].next_token(&ctx[i], &logits_buf);
+            tm.sample_s += ts.elapsed().as_secs_f64();
             if opts.stop_at_eos && Some(id) == model.meta().eos {
                 out[i].hit_eos = true;
                 done[i] = true;
                 next[i] = pad_id;
                 continue;
+            }
+            if opts.record_logprobs {
+                out[i]
+                    .logprobs
+                    .push(log_softmax_at(&logits[i * vocab..(i + 1) * vocab], id));
             }
             ctx[i].push(id);
             out[i].ids.push(id);
@@ -202,16 +218,25 @@ pub fn generate_batch(
                 done[i] = true;
             }
         }
-        tm.sample_s += ts.elapsed().as_secs_f64();
         if done.iter().all(|&d| d) {
             break;
         }
-        let tf = Instant::now();
         logits = model.forward(&mut st, &next, None, false)?;
-        tm.decode_s += tf.elapsed().as_secs_f64();
         tm.steps += 1;
     }
+    // Decode time: everything after the prefill except the sampler calls (forward passes,
+    // logit copies, log-probabilities, bookkeeping).
+    tm.decode_s = (t_step.elapsed().as_secs_f64() - tm.sample_s).max(0.0);
     Ok((out, tm))
+}
+
+/// `log softmax(logits)[id]`, in f64.
+pub fn log_softmax_at(logits: &[f32], id: u32) -> f64 {
+    let mx = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let z: f64 = logits.iter().map(|&v| (v as f64 - mx).exp()).sum();
+    logits
+        .get(id as usize)
+        .map_or(f64::NEG_INFINITY, |&l| l as f64 - mx - z.ln())
 }
 
 /// Generate for one prompt; `on_token` sees each token as it is accepted (for streaming).
@@ -261,10 +286,10 @@ pub fn token_logprobs(
         for t in *from..s.len() {
             // Logits at slot (pad + t - 1) predict token t.
             let row = bi * len + pads[bi] + t - 1;
-            let l = &logits[row * vocab..(row + 1) * vocab];
-            let mx = l.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-            let z: f64 = l.iter().map(|&v| (v as f64 - mx).exp()).sum();
-            lp.push(l[s[t] as usize] as f64 - mx - z.ln());
+            lp.push(log_softmax_at(
+                &logits[row * vocab..(row + 1) * vocab],
+                s[t],
+            ));
         }
         res.push(lp);
     }

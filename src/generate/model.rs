@@ -184,7 +184,12 @@ impl LlamaModel {
     /// Load with every matrix dequantized to f32 (`dense`): no activation quantization, so the
     /// forward pass can be checked exactly against a dequantized reference.
     pub fn load_with(path: &Path, dense: bool) -> Result<Self, GenerateError> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // HALLMARK_THREADS pins the worker count (benchmarks against tools run with -t N).
+        let threads = std::env::var("HALLMARK_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         Self::load_opts(path, dense, threads)
     }
 
