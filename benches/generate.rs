@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hallmark::generate::reference::ReferenceModel;
 use hallmark::generate::{LlamaModel, Runner};
+use hallmark::textmark::sampler_for_key;
 use hallmark::textmark::sampling::{PlainSampler, SamplingParams, TokenSampler};
 
 const MODEL: &str = "test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -112,6 +113,23 @@ fn sampler(c: &mut Criterion) {
     ] {
         let mut s = PlainSampler::new(params, 1);
         g.bench_function(name, |b| b.iter(|| black_box(s.next_token(&ids, &logits))));
+    }
+    // The watermarked samplers of the evaluation's keys. The context changes every call (a
+    // repeated context would take gumbel's plain-sampling fallback).
+    let keys = hallmark::generate::eval::eval_keys(&runner, 1).expect("keys");
+    for key in &keys {
+        let mut s = sampler_for_key(key, SamplingParams::default(), 1);
+        let mut ctx = ids.clone();
+        let mut n = 0u32;
+        g.bench_function(format!("{}_full_vocab", key.scheme().name()), |b| {
+            b.iter(|| {
+                n = n.wrapping_add(1);
+                if let Some(last) = ctx.last_mut() {
+                    *last = n % 49_152;
+                }
+                black_box(s.next_token(&ctx, &logits))
+            })
+        });
     }
     g.finish();
 }

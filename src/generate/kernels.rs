@@ -641,21 +641,21 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); 8];
         let ones = _mm256_set1_epi16(1);
         let aq = qx.qs.as_ptr();
-        for b in 0..nb {
+        for (b, &db) in d.iter().enumerate() {
             // SAFETY: b < nb and qs holds nb * QK bytes.
             let w = unsafe { _mm256_loadu_si256(qs.as_ptr().add(b * QK) as *const __m256i) };
             let wabs = _mm256_sign_epi8(w, w);
-            for j in 0..g {
+            for (j, a_acc) in acc.iter_mut().enumerate().take(g) {
                 let blk = (i0 + j) * nb + b;
                 // SAFETY: blk < rows * nb, and qx.qs holds QK bytes per block.
                 let a = unsafe { _mm256_loadu_si256(aq.add(blk * QK) as *const __m256i) };
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(a, w)), ones);
-                let scale = _mm256_set1_ps(d[b] * qx.d[blk]);
-                acc[j] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), acc[j]);
+                let scale = _mm256_set1_ps(db * qx.d[blk]);
+                *a_acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), *a_acc);
             }
         }
-        for j in 0..g {
-            out[j] = hsum(acc[j]);
+        for (o, a) in out.iter_mut().zip(&acc) {
+            *o = hsum(*a);
         }
     }
 }

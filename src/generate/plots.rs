@@ -47,11 +47,13 @@ fn e<E: std::fmt::Display>(err: E) -> PlotError {
     PlotError::Draw(err.to_string())
 }
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
 ];
 
 const W: u32 = 900;
