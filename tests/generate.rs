@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hallmark::generate::reference::ReferenceModel;
-use hallmark::generate::{generate, generate_batch, GenerateOptions, LlamaModel, Runner};
+use hallmark::generate::{
+    generate, generate_batch, token_logprobs, GenerateOptions, LlamaModel, Runner,
+};
 use hallmark::textmark::sampling::{argmax, PlainSampler, SamplingParams, TokenSampler};
 
 fn smollm2() -> PathBuf {
@@ -315,8 +317,9 @@ fn watermarked_answer_is_detected_and_plain_answer_is_not() {
     let r = reg.to_str().expect("utf-8");
     assert!(hallmark()
         .args(["wm-key", "--scheme", "gumbel", "--tokenizer", m, "--out", k])
-        .status()
+        .output()
         .expect("wm-key")
+        .status
         .success());
     assert!(hallmark()
         .args(["register", k, "--registry", r])
@@ -437,11 +440,34 @@ fn bad_input_exits_2_with_a_message() {
             "--out",
             other.to_str().expect("utf-8")
         ])
-        .status()
+        .output()
         .expect("wm-key")
+        .status
         .success());
     run(
         with(m, &["--wm-key", other.to_str().expect("utf-8")]),
         "another tokenizer",
     );
+}
+
+/// Log-probabilities recorded while sampling (one token at a time, KV cache) equal those of one
+/// forward pass over the finished text (perplexity scoring).
+#[test]
+fn recorded_logprobs_equal_a_scoring_pass() {
+    let runner = Runner::load(&smollm2()).expect("load");
+    let prompt = runner.prompt_ids("Describe a forest.").expect("prompt");
+    let mut s = PlainSampler::new(SamplingParams::default(), 9);
+    let o = GenerateOptions {
+        max_tokens: 12,
+        record_logprobs: true,
+        ..Default::default()
+    };
+    let (g, _) = generate(&runner.model, &prompt, &o, &mut s, |_| {}).expect("generate");
+    assert_eq!(g.logprobs.len(), g.ids.len());
+    let mut full = prompt.clone();
+    full.extend(&g.ids);
+    let scored = token_logprobs(&runner.model, &[(full, prompt.len())]).expect("score");
+    for (a, b) in g.logprobs.iter().zip(&scored[0]) {
+        assert!(*a <= 0.0 && (a - b).abs() < 0.02, "{a} vs {b}");
+    }
 }

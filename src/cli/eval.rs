@@ -47,7 +47,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.tokens < 25 || a.batch == 0 {
         anyhow::bail!("--tokens must be at least 25 and --batch at least 1");
     }
-    let started = Instant::now();
     let prompts_text = std::fs::read_to_string(&a.prompts)
         .with_context(|| format!("reading {}", a.prompts.display()))?;
     let mut prompts: Vec<String> = prompts_text
@@ -145,7 +144,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         &human,
         &cfg,
         &model_name,
-        started,
+        Instant::now(),
         |stage| eprintln!("hallmark: eval: {stage}"),
     )?;
     let command = format!(

@@ -283,13 +283,10 @@ pub fn token_logprobs(
     let mut res = Vec::with_capacity(b);
     for (bi, (s, from)) in seqs.iter().enumerate() {
         let mut lp = Vec::with_capacity(s.len() - from);
-        for t in *from..s.len() {
+        for (t, &tok) in s.iter().enumerate().skip(*from) {
             // Logits at slot (pad + t - 1) predict token t.
             let row = bi * len + pads[bi] + t - 1;
-            lp.push(log_softmax_at(
-                &logits[row * vocab..(row + 1) * vocab],
-                s[t],
-            ));
+            lp.push(log_softmax_at(&logits[row * vocab..(row + 1) * vocab], tok));
         }
         res.push(lp);
     }
