@@ -323,8 +323,9 @@ fn watermarked_answer_is_detected_and_plain_answer_is_not() {
         .success());
     assert!(hallmark()
         .args(["register", k, "--registry", r])
-        .status()
+        .output()
         .expect("register")
+        .status
         .success());
     for (flag, want) in [(Some(k), 0), (None, 1)] {
         let mut args = vec![
