@@ -17,6 +17,7 @@ pub mod detect;
 pub mod error;
 pub mod fingerprint;
 pub mod fsutil;
+pub mod generate;
 pub mod registry;
 pub mod signing;
 pub mod stats;

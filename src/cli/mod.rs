@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod detect;
+mod eval;
 mod fingerprint;
 mod generate;
 mod keygen;
@@ -47,6 +48,8 @@ enum Command {
     Generate(generate::Args),
     /// Test a suspect text or weight file against every registered key and fingerprint.
     Detect(detect::Args),
+    /// Measure text-watermark detection power and quality cost on real generations.
+    Eval(eval::Args),
 }
 
 /// Entry point used by `main.rs`.
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Mark(a) => mark::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Detect(a) => detect::run(a),
+        Command::Eval(a) => eval::run(a),
     };
     match result {
         Ok(code) => code,
