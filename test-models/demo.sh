@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # hallmark end to end, over the test models: the README's first command.
 #   1. release signing: keygen, sign, verify, tamper, verify again (names the changed tensor)
-#   2. text watermark: generate with SmolLM2 watermarked inside the sampler, detect; an unwatermarked
+#   2. text watermark (Gumbel-max): generate with SmolLM2 watermarked inside the sampler, detect; an unwatermarked
 #      answer and human text come out clean
 #   3. weight fingerprint: register all-MiniLM-L6-v2, leak a transformed copy, detect it
 #   4. active weight mark: mark, sign, leak with an attack, detect blind with the key
@@ -41,6 +41,23 @@ f = sorted(glob.glob(sys.argv[1] + "/model-*.safetensors"))[-1]
 b = bytearray(open(f, "rb").read()); b[-100] ^= 0x01; open(f, "wb").write(b)
 PY
 expect_exit 1 "$H" verify "$work/model" --pub "$work/release.pub"
+
+step "2. Text watermark: SmolLM2-135M generates, watermarked inside the sampler"
+SMOL=test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+run "$H" wm-key --scheme gumbel --tokenizer "$SMOL" --out "$work/chat.wmkey"
+run "$H" register "$work/chat.wmkey"
+PROMPT="Explain to a child why the sky is blue."
+run "$H" generate --model "$SMOL" --wm-key "$work/chat.wmkey" --prompt "$PROMPT" --max-tokens 200 --top-p 0.95 --seed 7 | tee "$work/answer-watermarked.txt"
+expect_exit 0 "$H" detect "$work/answer-watermarked.txt"
+step "   the same model without the watermark, and human-written text, come out clean"
+run "$H" generate --model "$SMOL" --no-watermark --prompt "$PROMPT" --max-tokens 200 --top-p 0.95 --seed 7 | tee "$work/answer-plain.txt"
+expect_exit 1 "$H" detect "$work/answer-plain.txt"
+python3 - test-models/human/fortunes.jsonl "$work/human.txt" <<'PY'
+import json, sys
+docs = [json.loads(l)["text"] for l in open(sys.argv[1])]
+open(sys.argv[2], "w").write(max(docs, key=len))
+PY
+expect_exit 1 "$H" detect "$work/human.txt"
 
 step "3. Weight fingerprint: register all-MiniLM-L6-v2, then catch a leaked copy"
 MINILM=test-models/real/minilm/model.safetensors
