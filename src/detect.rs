@@ -115,13 +115,11 @@ mod tests {
 
     #[test]
     fn holm_controls_across_keys() {
-        let mk = |p| {
-            vec![
-                KeyTest::new("a", "kgw", p),
-                KeyTest::new("b", "kgw", 0.02),
-                KeyTest::new("c", "gumbel", 0.5),
-            ]
-        };
+        let mk = |p| vec![
+            KeyTest::new("a", "kgw", p),
+            KeyTest::new("b", "kgw", 0.02),
+            KeyTest::new("c", "gumbel", 0.5),
+        ];
         // 3 keys: the smallest raw p is multiplied by 3 before it is compared with alpha.
         let r = finish("x".into(), InputKind::Text, mk(0.004), 0.01, Some(10));
         assert!((r.results[0].p_value - 0.012).abs() < 1e-12);

@@ -29,10 +29,7 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], mode: WriteMode) -> io::Result<()
     if mode != WriteMode::Public && dest.symlink_metadata().is_ok() {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            format!(
-                "{} already exists; refusing to overwrite it",
-                dest.display()
-            ),
+            format!("{} already exists; refusing to overwrite it", dest.display()),
         ));
     }
     // tempfile creates the file 0600, so a secret is never readable by others, even briefly.
@@ -55,10 +52,7 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], mode: WriteMode) -> io::Result<()
             .map_err(|e| match e.error.kind() {
                 io::ErrorKind::AlreadyExists => io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    format!(
-                        "{} already exists; refusing to overwrite it",
-                        dest.display()
-                    ),
+                    format!("{} already exists; refusing to overwrite it", dest.display()),
                 ),
                 _ => e.error,
             }),

@@ -3,7 +3,9 @@
 //! Every p-value hallmark reports comes from here, so that each scheme uses the same, tested
 //! tails. None of these use a normal approximation where an exact tail exists.
 
-use statrs::distribution::{Binomial, ChiSquared, ContinuousCDF, DiscreteCDF, Gamma, Normal};
+use statrs::distribution::{
+    Binomial, ChiSquared, ContinuousCDF, DiscreteCDF, Gamma, Normal,
+};
 
 /// P[X >= k] for X ~ Binomial(n, p): the exact one-sided p-value of `k` successes in `n` trials.
 ///

@@ -30,16 +30,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if !(a.alpha > 0.0 && a.alpha < 1.0) {
         anyhow::bail!("--alpha must be in (0, 1), got {}", a.alpha);
     }
-    let dir = a
-        .registry
-        .clone()
-        .unwrap_or_else(hallmark::registry::default_dir);
-    let registry =
-        Registry::open(&dir).with_context(|| format!("opening registry {}", dir.display()))?;
+    let dir = a.registry.clone().unwrap_or_else(hallmark::registry::default_dir);
+    let registry = Registry::open(&dir).with_context(|| format!("opening registry {}", dir.display()))?;
     let mut any = false;
     if let Some(jsonl) = &a.jsonl {
-        let text = std::fs::read_to_string(jsonl)
-            .with_context(|| format!("reading {}", jsonl.display()))?;
+        let text = std::fs::read_to_string(jsonl).with_context(|| format!("reading {}", jsonl.display()))?;
         // Parse every line before scoring any, so bad input produces no partial output.
         let mut docs = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -61,52 +56,27 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else if let Some(s) = &a.suspect {
         let r = if s.as_os_str() == "-" {
             let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("reading stdin")?;
-            let t =
-                String::from_utf8(buf).context("stdin is neither a weight file nor UTF-8 text")?;
+            std::io::stdin().read_to_end(&mut buf).context("reading stdin")?;
+            let t = String::from_utf8(buf).context("stdin is neither a weight file nor UTF-8 text")?;
             detect_text("-".into(), &t, &registry, a.alpha)?
         } else if is_weights(s)? {
             let tests = hallmark::fingerprint::test_weights(s, &registry)?;
-            hallmark::detect::finish(
-                s.display().to_string(),
-                InputKind::Weights,
-                tests,
-                a.alpha,
-                None,
-            )
+            hallmark::detect::finish(s.display().to_string(), InputKind::Weights, tests, a.alpha, None)
         } else {
             let bytes = std::fs::read(s).with_context(|| format!("reading {}", s.display()))?;
-            let t = String::from_utf8(bytes).with_context(|| {
-                format!("{}: neither a weight file nor UTF-8 text", s.display())
-            })?;
+            let t = String::from_utf8(bytes)
+                .with_context(|| format!("{}: neither a weight file nor UTF-8 text", s.display()))?;
             detect_text(s.display().to_string(), &t, &registry, a.alpha)?
         };
         any = r.matched;
         print_report(&r, a.json)?;
     }
-    Ok(if any {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if any { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn detect_text(
-    input: String,
-    text: &str,
-    registry: &Registry,
-    alpha: f64,
-) -> anyhow::Result<Report> {
+fn detect_text(input: String, text: &str, registry: &Registry, alpha: f64) -> anyhow::Result<Report> {
     let t = hallmark::textmark::test_text(text, registry)?;
-    Ok(hallmark::detect::finish(
-        input,
-        InputKind::Text,
-        t.tests,
-        alpha,
-        t.scored_tokens,
-    ))
+    Ok(hallmark::detect::finish(input, InputKind::Text, t.tests, alpha, t.scored_tokens))
 }
 
 /// A directory, or a file whose first bytes are a safetensors or GGUF header.
@@ -117,9 +87,7 @@ fn is_weights(p: &Path) -> anyhow::Result<bool> {
     }
     let mut head = [0u8; 9];
     let mut f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
-    let n = f
-        .read(&mut head)
-        .with_context(|| format!("reading {}", p.display()))?;
+    let n = f.read(&mut head).with_context(|| format!("reading {}", p.display()))?;
     Ok(hallmark::weights::sniff(&head[..n]).is_some())
 }
 

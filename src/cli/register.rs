@@ -18,13 +18,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let entries = hallmark::registry::register(&dir, &a.files)?;
     let mut out = std::io::stdout().lock();
     for e in entries {
-        writeln!(
-            out,
-            "registered {:?} {} -> {}",
-            e.kind,
-            e.name,
-            e.path.display()
-        )?;
+        writeln!(out, "registered {:?} {} -> {}", e.kind, e.name, e.path.display())?;
     }
     Ok(ExitCode::SUCCESS)
 }

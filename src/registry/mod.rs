@@ -135,11 +135,7 @@ fn scan(dir: &Path, out: &mut Vec<Entry>) -> Result<(), RegistryError> {
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                out.push(Entry {
-                    kind,
-                    name,
-                    path: p,
-                });
+                out.push(Entry { kind, name, path: p });
             }
         }
     }

@@ -12,6 +12,26 @@
 //!
 //! Schemes: [`Kgw`] (green list; left-hash or min-hash context) and [`Gumbel`] (Gumbel-max,
 //! distortion-free). PRF: [`prf`] (versioned; test vectors in `tests/vectors/`).
+//!
+//! ```no_run
+//! use hallmark::textmark::{sampler_for_key, Detector, SamplingParams, WatermarkKey};
+//! # fn model_logits(_ctx: &[u32]) -> Vec<f32> { vec![0.0; 49152] }
+//! let key = WatermarkKey::load("keys/demo.wmkey".as_ref())?;
+//! let tok = key.tokenizer().load()?; // the tokenizer travels inside the key
+//! let params = SamplingParams { temperature: 1.0, top_k: None, top_p: Some(0.95) };
+//! let mut sampler = sampler_for_key(&key, params, 42); // one per generated sequence
+//! let mut ctx = tok.encode("Tell me a story.")?;
+//! let prompt_len = ctx.len();
+//! for _ in 0..200 {
+//!     let logits = model_logits(&ctx); // any vocabulary size
+//!     let next = sampler.next_token(&ctx, &logits);
+//!     ctx.push(next);
+//! }
+//! let text = tok.decode(&ctx[prompt_len..])?;
+//! let d = Detector::new(&key).detect(&tok.encode(&text)?);
+//! println!("{} tokens scored, p = {:.2e}", d.scored, d.p_value);
+//! # Ok::<(), hallmark::textmark::TextmarkError>(())
+//! ```
 
 pub mod key;
 pub mod prf;
@@ -203,8 +223,11 @@ fn key_test(name: &str, key: &WatermarkKey, d: &Detection) -> KeyTest {
 /// What identifies a registry's text keys on disk: path, length and modification time of each.
 type RingStamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
-fn ring_cache() -> &'static Mutex<HashMap<PathBuf, (RingStamp, Arc<KeyRing>)>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (RingStamp, Arc<KeyRing>)>>> = OnceLock::new();
+/// Loaded key rings by registry directory.
+type RingCache = Mutex<HashMap<PathBuf, (RingStamp, Arc<KeyRing>)>>;
+
+fn ring_cache() -> &'static RingCache {
+    static CACHE: OnceLock<RingCache> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 

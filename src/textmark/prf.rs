@@ -21,7 +21,8 @@
 //! 128-bit seed over token ids. Test vectors: `tests/vectors/textmark_prf.json`.
 
 use siphasher::sip::SipHasher24 as Sip64;
-use siphasher::sip128::SipHasher24 as Sip128;
+use siphasher::sip128::{Hasher128, SipHasher24 as Sip128};
+use std::hash::Hasher;
 use zeroize::{Zeroize, Zeroizing};
 
 /// The PRF version this code implements (stored in every key file).
@@ -100,16 +101,17 @@ pub fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Map a 64-bit value to a uniform in the open interval (0, 1) (53-bit grid, midpoints).
+/// Map a 64-bit value to a uniform in the open interval (0, 1): the midpoints of a 2^-52 grid
+/// (every one exactly representable, as is its complement).
 #[inline(always)]
 pub fn unit_open(v: u64) -> f64 {
-    ((v >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+    ((v >> 12) as f64 + 0.5) * (1.0 / (1u64 << 52) as f64)
 }
 
 /// `1 - unit_open(v)`, computed exactly (no cancellation near 1).
 #[inline(always)]
 pub fn unit_open_complement(v: u64) -> f64 {
-    (((1u64 << 53) - (v >> 11)) as f64 - 0.5) * (1.0 / (1u64 << 53) as f64)
+    (((1u64 << 52) - (v >> 12)) as f64 - 0.5) * (1.0 / (1u64 << 52) as f64)
 }
 
 /// The keyed PRF of one key and scheme.
@@ -161,31 +163,48 @@ impl Prf {
             return None;
         }
         let w = &context[context.len() - h..];
-        let mut buf = [0u8; 4 * (MAX_CONTEXT_WIDTH + 1)];
-        let n = match self.rule {
+        // The message is the little-endian u32 sequence `tag, tokens...`, fed as u64 words
+        // (byte-identical, and much faster than hashing a byte buffer).
+        let mut sip = Sip128::new_with_key(&self.k_ctx);
+        match self.rule {
             ContextRule::Left(_) => {
-                buf[..4].copy_from_slice(&1u32.to_le_bytes());
-                for (i, t) in w.iter().enumerate() {
-                    buf[4 + 4 * i..8 + 4 * i].copy_from_slice(&t.to_le_bytes());
+                sip.write_u64(1 | (w[0] as u64) << 32);
+                let mut pairs = w[1..].chunks_exact(2);
+                for p in &mut pairs {
+                    sip.write_u64(p[0] as u64 | (p[1] as u64) << 32);
                 }
-                4 + 4 * h
+                if let [t] = pairs.remainder() {
+                    sip.write_u32(*t);
+                }
             }
             ContextRule::Min(_) => {
-                let sip = Sip64::new_with_key(&self.k_rank);
                 let mut best = (u64::MAX, u32::MAX);
                 for &t in w {
-                    let r = sip.hash(&t.to_le_bytes());
-                    if (r, t) < best {
-                        best = (r, t);
-                    }
+                    best = best.min((self.rank(t), t));
                 }
-                buf[..4].copy_from_slice(&2u32.to_le_bytes());
-                buf[4..8].copy_from_slice(&best.1.to_le_bytes());
-                8
+                return Some(self.seed_of_min_token(best.1));
             }
-        };
-        let h = Sip128::new_with_key(&self.k_ctx).hash(&buf[..n]);
+        }
+        let h = sip.finish128();
         Some(Seed { s0: h.h1, s1: h.h2 })
+    }
+
+    /// The keyed rank of a token for the min-hash rule: `SipHash-2-4-64(k_rank, token)`.
+    #[inline]
+    pub fn rank(&self, t: u32) -> u64 {
+        let mut r = Sip64::new_with_key(&self.k_rank);
+        r.write_u32(t);
+        r.finish()
+    }
+
+    /// The min-hash seed once the window's minimal-rank token `t` is known (detection computes
+    /// every token's rank once and slides a minimum over them).
+    #[inline]
+    pub fn seed_of_min_token(&self, t: u32) -> Seed {
+        let mut sip = Sip128::new_with_key(&self.k_ctx);
+        sip.write_u64(2 | (t as u64) << 32);
+        let h = sip.finish128();
+        Seed { s0: h.h1, s1: h.h2 }
     }
 }
 

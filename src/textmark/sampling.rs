@@ -41,17 +41,23 @@ pub trait TokenSampler: Send {
 }
 
 /// The filtered next-token distribution after temperature, top-k and top-p: token ids and their
-/// renormalised probabilities. Order: most likely first when top-p was applied, otherwise an
-/// unspecified but deterministic order. Buffers are reused from step to step.
+/// weights (unnormalised probabilities; the most likely token has weight 1). Order: most likely
+/// first when top-p was applied, otherwise an unspecified but deterministic order. Buffers are
+/// reused from step to step, and every pass over the vocabulary is a straight loop that the
+/// compiler vectorises.
 #[derive(Clone, Debug, Default)]
 pub struct Candidates {
-    /// Token ids.
-    pub ids: Vec<u32>,
-    /// Probabilities, summing to 1 (up to rounding).
-    pub probs: Vec<f64>,
+    /// Token ids; empty means "every token, id = index" (no filter).
+    ids: Vec<u32>,
     weights: Vec<f32>,
+    /// Cumulative weight at the end of each block of [`BLOCK`] candidates.
     cum: Vec<f64>,
+    total: f64,
+    scratch: Vec<f32>,
 }
+
+/// Candidates per block of the cumulative sums used for drawing.
+const BLOCK: usize = 64;
 
 impl Candidates {
     /// Empty buffers.
@@ -61,57 +67,101 @@ impl Candidates {
 
     /// Number of candidates.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.weights.len()
     }
 
     /// True when there is no candidate (only for empty logits).
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.weights.is_empty()
+    }
+
+    /// Token id of candidate `i`.
+    #[inline(always)]
+    pub fn id(&self, i: usize) -> u32 {
+        if self.ids.is_empty() {
+            i as u32
+        } else {
+            self.ids[i]
+        }
+    }
+
+    /// Weight (unnormalised probability) of candidate `i`.
+    #[inline(always)]
+    pub fn weight(&self, i: usize) -> f32 {
+        self.weights[i]
+    }
+
+    /// All weights, in candidate order.
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+
+    /// Sum of the weights.
+    pub fn total(&self) -> f64 {
+        self.total
+    }
+
+    /// Probability of candidate `i`.
+    pub fn prob(&self, i: usize) -> f64 {
+        if self.total > 0.0 {
+            self.weights[i] as f64 / self.total
+        } else {
+            0.0
+        }
+    }
+
+    /// `(id, probability)` of every candidate.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, f64)> + '_ {
+        (0..self.len()).map(|i| (self.id(i), self.prob(i)))
     }
 
     /// Recompute the distribution for `logits` under `params` (temperature 0 is treated as 1
     /// here; greedy decoding does not use candidates).
     pub fn fill(&mut self, logits: &[f32], params: &SamplingParams) {
         self.ids.clear();
-        self.probs.clear();
+        self.weights.clear();
         self.cum.clear();
+        self.total = 0.0;
         let n = logits.len();
         if n == 0 {
             return;
-        }
-        match params.top_k {
-            Some(k) if k < n => top_k_ids(logits, k.max(1), &mut self.ids),
-            _ => self.ids.extend(0..n as u32),
         }
         let inv_t = if params.temperature > 0.0 {
             (1.0 / params.temperature) as f32
         } else {
             1.0
         };
-        let m = self
-            .ids
-            .iter()
-            .map(|&i| logits[i as usize])
-            .fold(f32::NEG_INFINITY, f32::max);
-        self.weights.clear();
-        self.weights.extend(
-            self.ids
-                .iter()
-                .map(|&i| fast_exp((logits[i as usize] - m) * inv_t)),
-        );
-        let z: f64 = sum_f32(&self.weights);
+        let src: &[f32] = match params.top_k {
+            Some(k) if k < n => {
+                top_k_ids(logits, k.max(1), &mut self.ids);
+                self.scratch.clear();
+                self.scratch
+                    .extend(self.ids.iter().map(|&i| logits[i as usize]));
+                &self.scratch
+            }
+            _ => logits,
+        };
+        let m = max_f32(src);
+        self.weights.resize(src.len(), 0.0);
+        for (w, &l) in self.weights.iter_mut().zip(src) {
+            *w = fast_exp((l - m) * inv_t);
+        }
         if let Some(p) = params.top_p.filter(|p| *p < 1.0) {
+            let z = sum_f32(&self.weights);
             self.nucleus(p.max(0.0) * z);
         }
-        let z: f64 = sum_f32(&self.weights);
-        let inv_z = if z > 0.0 { 1.0 / z } else { 0.0 };
-        self.probs
-            .extend(self.weights.iter().map(|&w| w as f64 * inv_z));
+        self.cum.reserve(self.weights.len() / BLOCK + 1);
+        let mut acc = 0.0;
+        for b in self.weights.chunks(BLOCK) {
+            acc += sum_f32(b);
+            self.cum.push(acc);
+        }
+        self.total = acc;
     }
 
     /// Keep the most likely tokens, in order, until their weight reaches `target`.
     fn nucleus(&mut self, target: f64) {
-        // Bucket by the f32 exponent of each weight (weights are in (0, 1]): tokens in higher
+        // Bucket by the f32 exponent of each weight (weights are in [0, 1]): tokens in higher
         // buckets always come first in sorted order, so only the boundary bucket and those above
         // it need sorting.
         let mut mass = [0f64; 256];
@@ -128,11 +178,11 @@ impl Candidates {
             }
         }
         let mut keep: Vec<(f32, u32)> = self
-            .ids
+            .weights
             .iter()
-            .zip(&self.weights)
+            .enumerate()
             .filter(|(_, w)| (w.to_bits() >> 23) as usize & 0xff >= cut)
-            .map(|(&i, &w)| (w, i))
+            .map(|(i, &w)| (w, self.id(i)))
             .collect();
         keep.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let mut acc = 0.0;
@@ -153,43 +203,77 @@ impl Candidates {
         }
     }
 
-    /// The candidate at cumulative probability `u` in \[0, 1) (a linear scan).
-    pub fn draw(&self, u: f64) -> u32 {
-        let mut acc = 0.0;
-        for (&id, &p) in self.ids.iter().zip(&self.probs) {
-            acc += p;
-            if u < acc {
-                return id;
+    /// Index of the candidate at cumulative probability `u` in \[0, 1): a binary search over
+    /// the block sums, then a scan of one block.
+    pub fn draw_index(&self, u: f64) -> usize {
+        let target = u * self.total;
+        let b = self
+            .cum
+            .partition_point(|&c| c <= target)
+            .min(self.cum.len().saturating_sub(1));
+        let mut acc = if b == 0 { 0.0 } else { self.cum[b - 1] };
+        let start = b * BLOCK;
+        let end = (start + BLOCK).min(self.len());
+        for i in start..end {
+            acc += self.weights[i] as f64;
+            if target < acc {
+                return i;
             }
         }
-        self.ids.last().copied().unwrap_or(0)
+        // Rounding at the very top: the last candidate with a positive weight.
+        (0..end).rev().find(|&i| self.weights[i] > 0.0).unwrap_or(0)
     }
 
-    /// Index of the candidate at cumulative probability `u` (binary search over cached
-    /// prefix sums; for samplers that draw several times per step).
-    pub fn draw_index_fast(&mut self, u: f64) -> usize {
-        if self.cum.len() != self.probs.len() {
-            self.cum.clear();
-            let mut acc = 0.0;
-            for &p in &self.probs {
-                acc += p;
-                self.cum.push(acc);
+    /// The candidate token at cumulative probability `u` in \[0, 1).
+    pub fn draw(&self, u: f64) -> u32 {
+        if self.is_empty() {
+            return 0;
+        }
+        self.id(self.draw_index(u))
+    }
+
+    /// Indices (ascending) of the candidates whose weight is at least `min_weight`.
+    pub fn indices_at_least(&self, min_weight: f32, out: &mut Vec<usize>) {
+        out.clear();
+        // Weights are non-negative, so their bit patterns order like their values: an integer
+        // maximum per chunk (which vectorises) skips chunks with nothing to collect.
+        let thr = min_weight.to_bits();
+        for (c, chunk) in self.weights.chunks(32).enumerate() {
+            if chunk.iter().map(|w| w.to_bits()).max().unwrap_or(0) < thr {
+                continue;
+            }
+            for (j, w) in chunk.iter().enumerate() {
+                if w.to_bits() >= thr {
+                    out.push(c * 32 + j);
+                }
             }
         }
-        let target = u * self.cum.last().copied().unwrap_or(0.0);
-        let i = self.cum.partition_point(|&c| c <= target);
-        i.min(self.ids.len().saturating_sub(1))
     }
 }
 
-/// Sum in f64 (exact enough for a normaliser over 2^18 terms).
-fn sum_f32(w: &[f32]) -> f64 {
-    // Four lanes so the compiler can vectorise the conversion and the adds.
-    let mut acc = [0f64; 4];
-    let chunks = w.chunks_exact(4);
+/// Largest value (lane-wise accumulators, so the loop vectorises).
+fn max_f32(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
     let rest = chunks.remainder();
     for c in chunks {
-        for j in 0..4 {
+        for j in 0..8 {
+            acc[j] = acc[j].max(c[j]);
+        }
+    }
+    acc.iter()
+        .chain(rest)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Sum in f64 (lane-wise accumulators, so the loop vectorises).
+fn sum_f32(w: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = w.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..8 {
             acc[j] += c[j] as f64;
         }
     }
@@ -200,21 +284,29 @@ fn sum_f32(w: &[f32]) -> f64 {
 /// vectorise; identical on every IEEE-754 machine (no FMA, no table).
 #[inline(always)]
 pub fn fast_exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // Below -87.3 the result is not a normal f32; treat as 0 (NaN also maps here).
+    // Below -87 the result would not be a normal f32: it is 0 (NaN also maps here).
+    let keep = x >= -87.0;
     let x = x.max(-87.0);
-    let y = x * LOG2E;
-    // Round to nearest with the 1.5 * 2^23 trick (SSE2 has no vector floor).
-    let n = (y + 12_582_912.0) - 12_582_912.0;
-    let f = y - n; // in [-0.5, 0.5]
-                   // 2^f, degree-6 Taylor polynomial of e^(f ln 2) (Horner).
-    let t = f * std::f32::consts::LN_2;
+    // n = round(x / ln 2) with the 1.5 * 2^23 trick (SSE2 has no vector floor), then a
+    // Cody-Waite reduction r = x - n ln 2 in two exact-ish steps (Cephes' expf constants).
+    const MAGIC: f32 = 12_582_912.0;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    let r = (x - n * 0.693_359_4) - n * -2.121_944_5e-4;
+    // e^r on [-0.35, 0.35]: degree-6 Taylor polynomial (Horner).
     let p = 1.0
-        + t * (1.0
-            + t * (0.5
-                + t * (1.0 / 6.0 + t * (1.0 / 24.0 + t * (1.0 / 120.0 + t * (1.0 / 720.0))))));
-    let bits = ((n as i32 + 127) << 23) as u32;
-    p * f32::from_bits(bits)
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // The integer n sits in t's low mantissa bits: read it there instead of a (saturating,
+    // scalar) float-to-int conversion, so the whole function stays in vector lanes.
+    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let bits = (ni.wrapping_add(127) << 23) as u32;
+    if keep {
+        p * f32::from_bits(bits)
+    } else {
+        0.0
+    }
 }
 
 /// The `k` largest logits' ids (ties: lower id first), in no particular order.
@@ -228,16 +320,29 @@ fn top_k_ids(logits: &[f32], k: usize, out: &mut Vec<u32>) {
     out.extend(0..k as u32);
     let cap = (2 * k).max(64);
     let mut thr = *out.iter().min_by(|a, b| rank(b, a)).unwrap_or(&0);
-    for (i, &l) in logits.iter().enumerate().skip(k) {
-        // Ids arrive in increasing order, so an equal logit never outranks the threshold.
-        if l.total_cmp(&logits[thr as usize]).is_gt() {
-            out.push(i as u32);
-            if out.len() >= cap {
-                out.select_nth_unstable_by(k - 1, rank);
-                out.truncate(k);
-                thr = out[k - 1];
+    let mut thr_val = logits[thr as usize];
+    // Chunks whose largest logit does not beat the threshold are skipped after one vectorised
+    // maximum (most of them, once the threshold has risen).
+    const CHUNK: usize = 32;
+    let mut i = k;
+    while i < logits.len() {
+        let end = (i + CHUNK).min(logits.len());
+        let chunk = &logits[i..end];
+        if max_f32(chunk) > thr_val {
+            for (j, &l) in chunk.iter().enumerate() {
+                // Ids arrive in increasing order, so an equal logit never outranks the threshold.
+                if l > thr_val {
+                    out.push((i + j) as u32);
+                    if out.len() >= cap {
+                        out.select_nth_unstable_by(k - 1, rank);
+                        out.truncate(k);
+                        thr = out[k - 1];
+                        thr_val = logits[thr as usize];
+                    }
+                }
             }
         }
+        i = end;
     }
     if out.len() > k {
         out.select_nth_unstable_by(k - 1, rank);
@@ -249,7 +354,7 @@ fn top_k_ids(logits: &[f32], k: usize, out: &mut Vec<u32>) {
 pub fn candidates(logits: &[f32], params: &SamplingParams) -> Vec<(u32, f64)> {
     let mut c = Candidates::new();
     c.fill(logits, params);
-    let mut v: Vec<(u32, f64)> = c.ids.iter().copied().zip(c.probs.iter().copied()).collect();
+    let mut v: Vec<(u32, f64)> = c.iter().collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     v
 }
@@ -317,13 +422,16 @@ mod tests {
 
     #[test]
     fn fast_exp_is_accurate() {
-        let mut x = -87.0f32;
+        // Down to -80 (below, results approach the subnormal range and lose relative precision).
+        let mut x = -80.0f32;
         while x <= 0.0 {
             let (a, b) = (fast_exp(x), x.exp());
             assert!(((a - b) / b).abs() < 3e-7, "{x}: {a} vs {b}");
             x += 0.01;
         }
-        assert_eq!(fast_exp(-1000.0) < 1e-37, true);
+        assert_eq!(fast_exp(-1000.0), 0.0);
+        assert_eq!(fast_exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(fast_exp(0.0), 1.0);
     }
 
     #[test]
@@ -366,11 +474,19 @@ mod tests {
             acc >= 0.9
         });
         assert_eq!(c.len(), n.unwrap() + 1);
-        assert_eq!(
-            c.ids[..10],
-            w[..10].iter().map(|x| x.1).collect::<Vec<_>>()[..]
-        );
-        assert!((c.probs.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        let ids: Vec<u32> = (0..10).map(|i| c.id(i)).collect();
+        assert_eq!(ids, w[..10].iter().map(|x| x.1).collect::<Vec<_>>());
+        assert!((c.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-9);
+        // Each probability matches the f64 softmax renormalised over the nucleus.
+        let zn: f64 = w[..c.len()].iter().map(|x| x.0).sum();
+        for (i, (id, p)) in c.iter().enumerate() {
+            assert_eq!(id, w[i].1);
+            assert!(
+                (p / (w[i].0 / zn) - 1.0).abs() < 1e-6,
+                "{p} vs {}",
+                w[i].0 / zn
+            );
+        }
     }
 
     #[test]

@@ -131,30 +131,32 @@ impl Scheme for Kgw {
         };
         if cands.len() > KGW_EXACT_MAX {
             for _ in 0..KGW_MAX_PROPOSALS {
-                let i = cands.draw_index_fast(rng.gen::<f64>());
-                let v = cands.ids[i];
+                let v = cands.draw(rng.gen::<f64>());
                 if self.green(&seed, v) || rng.gen::<f64>() < self.accept_red {
                     return v;
                 }
             }
         }
-        // Exact pass: every candidate's weight p·e^{δ·green}.
+        // Exact pass: every candidate's weight w·e^{δ·green}.
         let boost = self.delta.exp();
-        let total: f64 = cands
-            .ids
-            .iter()
-            .zip(&cands.probs)
-            .map(|(&v, &p)| if self.green(&seed, v) { p * boost } else { p })
-            .sum();
+        let biased = |i: usize| {
+            let w = cands.weight(i) as f64;
+            if self.green(&seed, cands.id(i)) {
+                w * boost
+            } else {
+                w
+            }
+        };
+        let total: f64 = (0..cands.len()).map(biased).sum();
         let target = rng.gen::<f64>() * total;
         let mut acc = 0.0;
-        for (&v, &p) in cands.ids.iter().zip(&cands.probs) {
-            acc += if self.green(&seed, v) { p * boost } else { p };
+        for i in 0..cands.len() {
+            acc += biased(i);
             if target < acc {
-                return v;
+                return cands.id(i);
             }
         }
-        cands.ids.last().copied().unwrap_or(0)
+        cands.id(cands.len().saturating_sub(1))
     }
 
     fn score(&self, value: u64) -> f64 {
@@ -182,24 +184,46 @@ pub struct Gumbel;
 const GUMBEL_HEAD_P: f64 = 1.0 / 4096.0;
 
 impl Gumbel {
-    /// The winner of the race argmin (−ln u_v)/p_v over `(ids, probs)` filtered by `keep`.
-    fn race(seed: &Seed, ids: &[u32], probs: &[f64], keep: impl Fn(f64) -> bool) -> Option<u32> {
+    /// The winner of the race argmin (−ln u_v)/w_v over the candidates `idx` yields for which
+    /// `keep(w_v)` holds, whose weights are all at most `w_cap`.
+    fn race(
+        seed: &Seed,
+        cands: &Candidates,
+        idx: impl Iterator<Item = usize>,
+        keep: impl Fn(f64) -> bool,
+        w_cap: f64,
+    ) -> Option<u32> {
         let mut best = f64::INFINITY;
         let mut arg = None;
-        for (&v, &p) in ids.iter().zip(probs) {
-            if !(p > 0.0) || !keep(p) {
+        // A value below `floor` has 1 - u >= best·w_cap >= best·w, hence -ln u >= best·w: it
+        // cannot win. One integer comparison rules out almost every candidate.
+        let mut floor = 0u64;
+        for i in idx {
+            let v = cands.id(i);
+            let x = seed.value(v);
+            if x < floor {
                 continue;
             }
-            let x = seed.value(v);
-            // -ln u >= 1 - u: most candidates are ruled out without a logarithm.
+            let w = cands.weight(i) as f64;
+            // Zero (or NaN) weights never win; `keep` says whether i is in this race at all.
+            if w.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || !keep(w) {
+                continue;
+            }
+            // -ln u >= 1 - u: most survivors are still ruled out without a logarithm.
             let c = unit_open_complement(x);
-            if c >= best * p {
+            if c >= best * w {
                 continue;
             }
             let e = -unit_open(x).ln();
-            if e < best * p {
-                best = e / p;
+            if e < best * w {
+                best = e / w;
                 arg = Some(v);
+                let margin = 1.0 - best * w_cap - 1e-9;
+                floor = if margin > 0.0 {
+                    (margin * 18_446_744_073_709_551_616.0) as u64
+                } else {
+                    0
+                };
             }
         }
         arg
@@ -226,13 +250,18 @@ impl Scheme for Gumbel {
         let Some(seed) = seed else {
             return cands.draw(rng.gen::<f64>());
         };
-        let tail: f64 = cands.probs.iter().filter(|&&p| p < GUMBEL_HEAD_P).sum();
-        let won = if tail <= 0.0 {
-            Self::race(&seed, &cands.ids, &cands.probs, |_| true)
-        } else if seed.split_uniform() < tail {
-            Self::race(&seed, &cands.ids, &cands.probs, |p| p < GUMBEL_HEAD_P)
+        // Head: candidates with p >= 2^-12 (at most 4096). The keyed split picks the tail with
+        // probability equal to its mass, so every token still wins with probability p_v.
+        let thr = (cands.total() * GUMBEL_HEAD_P) as f32;
+        let mut head = Vec::new();
+        cands.indices_at_least(thr, &mut head);
+        let head_mass: f64 = head.iter().map(|&i| cands.weight(i) as f64).sum();
+        let tail = ((cands.total() - head_mass) / cands.total()).max(0.0);
+        let won = if head.len() == cands.len() || seed.split_uniform() >= tail {
+            Self::race(&seed, cands, head.iter().copied(), |_| true, 1.0)
         } else {
-            Self::race(&seed, &cands.ids, &cands.probs, |p| p >= GUMBEL_HEAD_P)
+            let thr = thr as f64;
+            Self::race(&seed, cands, 0..cands.len(), |w| w < thr, thr)
         };
         won.unwrap_or_else(|| cands.draw(rng.gen::<f64>()))
     }

@@ -16,7 +16,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::key::WatermarkKey;
-use super::prf::Prf;
+use super::prf::{ContextRule, Prf};
 use super::scheme::Scheme;
 
 /// Below this many scored tokens a text is "too short to decide".
@@ -108,9 +108,23 @@ impl Detector {
             HashSet::with_capacity_and_hasher(n, Default::default());
         let mut scores = Vec::with_capacity(n);
         let mut pos = Vec::with_capacity(n);
+        // Min-hash: each token's rank is computed once, then the minimum slides over them.
+        let ranks: Vec<u64> = match self.prf.rule() {
+            ContextRule::Min(_) => ids.iter().map(|&t| self.prf.rank(t)).collect(),
+            ContextRule::Left(_) => Vec::new(),
+        };
         for t in h..ids.len() {
-            let Some(seed) = self.prf.seed(&ids[t - h..t]) else {
-                continue;
+            let seed = match self.prf.rule() {
+                ContextRule::Left(_) => match self.prf.seed(&ids[t - h..t]) {
+                    Some(s) => s,
+                    None => continue,
+                },
+                ContextRule::Min(_) => {
+                    let best = (t - h..t)
+                        .map(|i| (ranks[i], ids[i]))
+                        .fold((u64::MAX, u32::MAX), std::cmp::min);
+                    self.prf.seed_of_min_token(best.1)
+                }
             };
             let x = seed.value(ids[t]);
             // Distinct pairs give distinct values except with probability 2^-64.

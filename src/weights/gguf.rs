@@ -56,9 +56,7 @@ impl<'a> Cursor<'a> {
     fn string_bytes(&mut self, what: &str) -> Result<&'a [u8], FormatError> {
         let len = self.u64(what)?;
         if len > MAX_ELEMENTS {
-            return Err(err(format!(
-                "{what}: string length {len} exceeds the 2^30 cap"
-            )));
+            return Err(err(format!("{what}: string length {len} exceeds the 2^30 cap")));
         }
         self.take(len, what)
     }
@@ -90,12 +88,11 @@ impl<'a> Cursor<'a> {
                 let ety = self.u32(what)?;
                 let count = self.u64(what)?;
                 if count > MAX_ELEMENTS {
-                    return Err(err(format!(
-                        "{what}: array length {count} exceeds the 2^30 cap"
-                    )));
+                    return Err(err(format!("{what}: array length {count} exceeds the 2^30 cap")));
                 }
-                let min = min_value_size(ety)
-                    .ok_or_else(|| err(format!("{what}: unknown array element type {ety}")))?;
+                let min = min_value_size(ety).ok_or_else(|| {
+                    err(format!("{what}: unknown array element type {ety}"))
+                })?;
                 if count.saturating_mul(min) > self.remaining() {
                     return Err(err(format!(
                         "{what}: array of {count} elements runs past the end of the file"
@@ -144,14 +141,10 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
     let n_kv = c.u64("metadata count")?;
     // A key/value needs at least 8 (key len) + 4 (type) + 1 bytes; a tensor info at least 8+4+4+8.
     if n_kv.saturating_mul(13) > c.remaining() {
-        return Err(err(format!(
-            "metadata count {n_kv} exceeds what the file can hold"
-        )));
+        return Err(err(format!("metadata count {n_kv} exceeds what the file can hold")));
     }
     if n_tensors.saturating_mul(24) > c.remaining() {
-        return Err(err(format!(
-            "tensor count {n_tensors} exceeds what the file can hold"
-        )));
+        return Err(err(format!("tensor count {n_tensors} exceeds what the file can hold")));
     }
     let mut metadata = Vec::with_capacity(n_kv as usize);
     let mut keys = HashSet::new();

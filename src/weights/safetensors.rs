@@ -99,19 +99,18 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
                 };
                 for (k, v) in obj {
                     let serde_json::Value::String(s) = v else {
-                        return Err(FormatError::BadMetadata(format!(
-                            "value of `{k}` is not a string"
-                        )));
+                        return Err(FormatError::BadMetadata(format!("value of `{k}` is not a string")));
                     };
                     metadata.insert(k, s);
                 }
             }
             Item::Tensor(name, e) => {
-                let dtype =
-                    DType::from_safetensors(&e.dtype).ok_or_else(|| FormatError::UnknownDtype {
+                let dtype = DType::from_safetensors(&e.dtype).ok_or_else(|| {
+                    FormatError::UnknownDtype {
                         name: name.clone(),
                         dtype: e.dtype.clone(),
-                    })?;
+                    }
+                })?;
                 let elements = e
                     .shape
                     .iter()
@@ -171,9 +170,8 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
         return Err(FormatError::TrailingData(file_len - cursor));
     }
     // Belt and braces: the reference implementation must agree.
-    safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
-        FormatError::NotJsonObject(format!("rejected by the safetensors crate: {e}"))
-    })?;
+    safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| FormatError::NotJsonObject(format!("rejected by the safetensors crate: {e}")))?;
 
     Ok(ParsedFile {
         format: WeightFormat::Safetensors,

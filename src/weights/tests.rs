@@ -39,16 +39,10 @@ fn safetensors_round_trip() {
 fn gguf_round_trip() {
     let ts = vec![t("w", DType::Q4_0, &[2, 64]), t("n", DType::F32, &[3])];
     let meta = vec![
-        (
-            "general.architecture".to_string(),
-            MetaValue::String("llama".into()),
-        ),
+        ("general.architecture".to_string(), MetaValue::String("llama".into())),
         (
             "tokenizer.ggml.tokens".to_string(),
-            MetaValue::Array(vec![
-                MetaValue::String("a".into()),
-                MetaValue::String("b".into()),
-            ]),
+            MetaValue::Array(vec![MetaValue::String("a".into()), MetaValue::String("b".into())]),
         ),
     ];
     let bytes = gguf_bytes(&ts, &meta).unwrap();
@@ -56,10 +50,7 @@ fn gguf_round_trip() {
     assert_eq!(p.format, WeightFormat::Gguf);
     assert_eq!(p.tensors[0].shape, vec![2, 64]);
     assert_eq!(p.tensors[0].dtype, DType::Q4_0);
-    assert_eq!(
-        p.meta("general.architecture").unwrap().as_str(),
-        Some("llama")
-    );
+    assert_eq!(p.meta("general.architecture").unwrap().as_str(), Some("llama"));
     for (i, tt) in ts.iter().enumerate() {
         let r = &p.tensors[i].range;
         assert_eq!(&bytes[r.start as usize..r.end as usize], &tt.bytes[..]);
@@ -70,29 +61,20 @@ fn gguf_round_trip() {
 fn rejects_header_too_large() {
     let mut v = (200_000_000u64).to_le_bytes().to_vec();
     v.extend_from_slice(b"{}");
-    assert!(matches!(
-        safetensors::parse(&v),
-        Err(FormatError::HeaderTooLarge(_))
-    ));
+    assert!(matches!(safetensors::parse(&v), Err(FormatError::HeaderTooLarge(_))));
 }
 
 #[test]
 fn rejects_header_past_end() {
     let mut v = (1000u64).to_le_bytes().to_vec();
     v.extend_from_slice(b"{}");
-    assert!(matches!(
-        safetensors::parse(&v),
-        Err(FormatError::HeaderPastEnd { .. })
-    ));
+    assert!(matches!(safetensors::parse(&v), Err(FormatError::HeaderPastEnd { .. })));
 }
 
 #[test]
 fn rejects_non_object_header() {
     let v = st("[1,2,3]", b"");
-    assert!(matches!(
-        safetensors::parse(&v),
-        Err(FormatError::NotJsonObject(_))
-    ));
+    assert!(matches!(safetensors::parse(&v), Err(FormatError::NotJsonObject(_))));
 }
 
 #[test]
@@ -120,58 +102,38 @@ fn rejects_gap() {
 #[test]
 fn rejects_overlap() {
     let h = r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}}"#;
-    assert!(
-        matches!(safetensors::parse(&st(h, &[0; 3])), Err(FormatError::Overlap(n)) if n == "b")
-    );
+    assert!(matches!(safetensors::parse(&st(h, &[0; 3])), Err(FormatError::Overlap(n)) if n == "b"));
 }
 
 #[test]
 fn rejects_trailing_and_truncated() {
     let h = r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#;
-    assert!(matches!(
-        safetensors::parse(&st(h, &[0; 3])),
-        Err(FormatError::TrailingData(1))
-    ));
-    assert!(matches!(
-        safetensors::parse(&st(h, &[0; 1])),
-        Err(FormatError::Truncated { .. })
-    ));
+    assert!(matches!(safetensors::parse(&st(h, &[0; 3])), Err(FormatError::TrailingData(1))));
+    assert!(matches!(safetensors::parse(&st(h, &[0; 1])), Err(FormatError::Truncated { .. })));
 }
 
 #[test]
 fn rejects_shape_overflow() {
     let h = r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#;
-    assert!(matches!(
-        safetensors::parse(&st(h, &[0; 4])),
-        Err(FormatError::Overflow(_))
-    ));
+    assert!(matches!(safetensors::parse(&st(h, &[0; 4])), Err(FormatError::Overflow(_))));
 }
 
 #[test]
 fn rejects_size_mismatch() {
     let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#;
-    assert!(matches!(
-        safetensors::parse(&st(h, &[0; 4])),
-        Err(FormatError::SizeMismatch { .. })
-    ));
+    assert!(matches!(safetensors::parse(&st(h, &[0; 4])), Err(FormatError::SizeMismatch { .. })));
 }
 
 #[test]
 fn rejects_unknown_dtype() {
     let h = r#"{"a":{"dtype":"F7","shape":[1],"data_offsets":[0,1]}}"#;
-    assert!(matches!(
-        safetensors::parse(&st(h, &[0; 1])),
-        Err(FormatError::UnknownDtype { .. })
-    ));
+    assert!(matches!(safetensors::parse(&st(h, &[0; 1])), Err(FormatError::UnknownDtype { .. })));
 }
 
 #[test]
 fn rejects_non_string_metadata() {
     let h = r#"{"__metadata__":{"x":1},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#;
-    assert!(matches!(
-        safetensors::parse(&st(h, &[0; 1])),
-        Err(FormatError::BadMetadata(_))
-    ));
+    assert!(matches!(safetensors::parse(&st(h, &[0; 1])), Err(FormatError::BadMetadata(_))));
 }
 
 fn gguf_prefix(n_tensors: u64, n_kv: u64) -> Vec<u8> {
@@ -239,25 +201,16 @@ fn gguf_rejects_deep_nesting() {
 fn gguf_rejects_duplicates_dims_and_bounds() {
     let ts = vec![t("w", DType::F32, &[4]), t("w", DType::F32, &[4])];
     let b = gguf_bytes(&ts, &[]).unwrap();
-    assert!(matches!(
-        gguf::parse(&b),
-        Err(FormatError::DuplicateTensor(_))
-    ));
+    assert!(matches!(gguf::parse(&b), Err(FormatError::DuplicateTensor(_))));
 
     let ts = vec![t("w", DType::F32, &[1, 1, 1, 1, 2])];
     let b = gguf_bytes(&ts, &[]).unwrap();
-    assert!(matches!(
-        gguf::parse(&b),
-        Err(FormatError::BadTensor { .. })
-    ));
+    assert!(matches!(gguf::parse(&b), Err(FormatError::BadTensor { .. })));
 
     let ts = vec![t("w", DType::F32, &[64])];
     let mut b = gguf_bytes(&ts, &[]).unwrap();
     b.truncate(b.len() - 8);
-    assert!(matches!(
-        gguf::parse(&b),
-        Err(FormatError::Truncated { .. })
-    ));
+    assert!(matches!(gguf::parse(&b), Err(FormatError::Truncated { .. })));
 
     let mut b = gguf_bytes(&ts, &[]).unwrap();
     b.extend_from_slice(&[0; 64]);
@@ -271,19 +224,13 @@ fn gguf_rejects_unknown_type() {
     // the type id sits 12 bytes before the end of the tensor table entry (type u32 + offset u64)
     let hdr = gguf::parse(&b).unwrap().header.end as usize;
     b[hdr - 12..hdr - 8].copy_from_slice(&99u32.to_le_bytes());
-    assert!(matches!(
-        gguf::parse(&b),
-        Err(FormatError::UnknownDtype { .. })
-    ));
+    assert!(matches!(gguf::parse(&b), Err(FormatError::UnknownDtype { .. })));
 }
 
 #[test]
 fn sniff_and_parse_never_panic_on_prefixes() {
     let ts = vec![t("w", DType::Q8_0, &[2, 32]), t("n", DType::F16, &[5])];
-    for bytes in [
-        gguf_bytes(&ts, &[]).unwrap(),
-        safetensors_bytes(&[t("a", DType::F16, &[5])], &[]).unwrap(),
-    ] {
+    for bytes in [gguf_bytes(&ts, &[]).unwrap(), safetensors_bytes(&[t("a", DType::F16, &[5])], &[]).unwrap()] {
         for n in 0..bytes.len() {
             let _ = parse(&bytes[..n]);
         }

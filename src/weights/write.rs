@@ -33,10 +33,7 @@ pub fn safetensors_bytes(
     for t in tensors {
         let elements: u64 = t.shape.iter().product();
         if t.dtype.block_size() != 1 || t.dtype.bytes_for(elements) != Some(t.bytes.len() as u64) {
-            return Err(format!(
-                "tensor `{}`: bytes do not match shape x dtype",
-                t.name
-            ));
+            return Err(format!("tensor `{}`: bytes do not match shape x dtype", t.name));
         }
         let end = offset + t.bytes.len() as u64;
         header.insert(
@@ -45,8 +42,7 @@ pub fn safetensors_bytes(
         );
         offset = end;
     }
-    let mut h =
-        serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| e.to_string())?;
+    let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| e.to_string())?;
     // Pad the header with spaces to 8 bytes, as the reference writer does, so data is aligned.
     while h.len() % 8 != 0 {
         h.push(b' ');
@@ -96,10 +92,7 @@ fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
 
 /// Serialize a GGUF v3 file with the given metadata (written with 64-bit integer and float
 /// types) and tensors, in order, aligned to `alignment` (32 if `general.alignment` is absent).
-pub fn gguf_bytes(
-    tensors: &[OwnedTensor],
-    metadata: &[(String, MetaValue)],
-) -> Result<Vec<u8>, String> {
+pub fn gguf_bytes(tensors: &[OwnedTensor], metadata: &[(String, MetaValue)]) -> Result<Vec<u8>, String> {
     let alignment = metadata
         .iter()
         .find(|(k, _)| k == "general.alignment")
@@ -130,10 +123,7 @@ pub fn gguf_bytes(
             .ok_or_else(|| format!("tensor `{}`: {} cannot be stored in GGUF", t.name, t.dtype))?;
         let elements: u64 = t.shape.iter().product();
         if t.dtype.bytes_for(elements) != Some(t.bytes.len() as u64) {
-            return Err(format!(
-                "tensor `{}`: bytes do not match shape x dtype",
-                t.name
-            ));
+            return Err(format!("tensor `{}`: bytes do not match shape x dtype", t.name));
         }
         put_str(&mut out, &t.name);
         out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
