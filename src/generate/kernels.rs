@@ -111,7 +111,7 @@ impl PackedMatrix {
     /// Repack raw ggml Q4_1 blocks (20 bytes: f16 d, f16 m, 16 bytes of nibbles).
     pub fn from_q4_1(raw: &[u8], rows: usize, cols: usize) -> Option<Self> {
         let nb = rows * cols / QK;
-        if cols % QK != 0 || raw.len() != nb * 20 {
+        if !cols.is_multiple_of(QK) || raw.len() != nb * 20 {
             return None;
         }
         let mut d = Vec::with_capacity(nb);
@@ -134,7 +134,7 @@ impl PackedMatrix {
     /// Repack raw ggml Q8_0 blocks (34 bytes: f16 d, 32 signed bytes).
     pub fn from_q8_0(raw: &[u8], rows: usize, cols: usize) -> Option<Self> {
         let nb = rows * cols / QK;
-        if cols % QK != 0 || raw.len() != nb * 34 {
+        if !cols.is_multiple_of(QK) || raw.len() != nb * 34 {
             return None;
         }
         let mut d = Vec::with_capacity(nb);
@@ -304,7 +304,7 @@ impl PackedMatrix {
                     &qs[o * nb * 16..(o + 1) * nb * 16],
                 );
                 #[cfg(target_arch = "x86_64")]
-                if nb % 2 == 0 && has_vnni() {
+                if nb.is_multiple_of(2) && has_vnni() {
                     // SAFETY: AVX-512 F/BW/VL/VNNI were detected at run time; nb is even.
                     unsafe { vnni::q4_1_rows(d, m, qs, qx, i0, out) };
                     return;
@@ -431,11 +431,8 @@ fn q8_0_rows_portable(d: &[f32], qs: &[i8], qx: &QuantRows, i0: usize, out: &mut
     }
 }
 
-// The AVX-512 intrinsics are stable since Rust 1.89, above the crate's declared 1.85: the
-// project's machines run 1.95. Raising `rust-version` is the lead's call (it turns on
-// `manual_is_multiple_of` across the crate).
+// The AVX-512 intrinsics are stable since Rust 1.89, hence the crate's `rust-version`.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::incompatible_msrv)]
 mod vnni {
     use super::{QuantRows, QK};
     use std::arch::x86_64::*;
@@ -454,7 +451,7 @@ mod vnni {
     ) {
         let nb = d.len();
         let g = out.len();
-        debug_assert!(g <= 8 && nb % 2 == 0 && qs.len() >= nb * 16);
+        debug_assert!(g <= 8 && nb.is_multiple_of(2) && qs.len() >= nb * 16);
         debug_assert!(qx.qs.len() >= (i0 + g) * nb * QK && qx.d8.len() >= (i0 + g) * nb * 8);
         let mut acc = [_mm512_setzero_ps(); 8];
         let mask = _mm256_set1_epi8(0x0F);

@@ -415,7 +415,7 @@ impl LlamaModel {
     ) -> Result<(), GenerateError> {
         let c = &self.cfg;
         let b = st.batch;
-        if b == 0 || tokens.is_empty() || tokens.len() % b != 0 {
+        if b == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(b) {
             return Err(GenerateError::Shape(
                 "token count is not a multiple of the batch",
             ));

@@ -211,7 +211,7 @@ fn canonical_runs(c0: u64, c1: u64) -> Vec<Run> {
     let mut pos = c0;
     while pos < c1 {
         let mut size = CHUNK;
-        while (pos == 0 || pos % (size * 2) == 0) && pos + size * 2 <= c1 {
+        while (pos == 0 || pos.is_multiple_of(size * 2)) && pos + size * 2 <= c1 {
             size *= 2;
         }
         out.push((pos, size, [0u8; 32]));
@@ -328,7 +328,7 @@ impl Tree<'_> {
     }
 
     fn node(&self, start: u64, len: u64, parent_inside: bool) -> (ChainingValue, Vec<Run>) {
-        let aligned = len.is_power_of_two() && len >= CHUNK && start % len == 0;
+        let aligned = len.is_power_of_two() && len >= CHUNK && start.is_multiple_of(len);
         let place = self.place(start, len);
         let inside = matches!(place, Place::Inside) && aligned;
         let leaf = len <= CHUNK

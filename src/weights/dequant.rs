@@ -272,7 +272,7 @@ pub fn col_block(
 pub fn encode(name: &str, dtype: DType, xs: &[f32]) -> Result<Vec<u8>, DequantError> {
     use DType::*;
     let bs = dtype.block_size() as usize;
-    if xs.len() % bs != 0 {
+    if !xs.len().is_multiple_of(bs) {
         return Err(layout(
             name,
             format!("{} values are not whole {dtype} blocks", xs.len()),

@@ -167,7 +167,7 @@ impl DType {
     /// Bytes needed for `elements` elements, or `None` on overflow or a partial block.
     pub fn bytes_for(self, elements: u64) -> Option<u64> {
         let bs = self.block_size();
-        if elements % bs != 0 {
+        if !elements.is_multiple_of(bs) {
             return None;
         }
         (elements / bs).checked_mul(self.block_bytes())

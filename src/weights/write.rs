@@ -146,7 +146,7 @@ pub fn gguf_bytes(
         offset = (offset + t.bytes.len() as u64).div_ceil(alignment) * alignment;
     }
     let pad = |out: &mut Vec<u8>| {
-        while out.len() as u64 % alignment != 0 {
+        while !(out.len() as u64).is_multiple_of(alignment) {
             out.push(0);
         }
     };
