@@ -71,7 +71,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 String::from_utf8(buf).context("stdin is neither a weight file nor UTF-8 text")?;
             detect_text("-".into(), &t, &registry, a.alpha)?
         } else if is_weights(s)? {
-            let tests = hallmark::fingerprint::test_weights(s, &registry)?;
+            let tests = hallmark::fingerprint::test_weights(s, &registry)
+                .with_context(|| format!("examining {}", s.display()))?;
             hallmark::detect::finish(
                 s.display().to_string(),
                 InputKind::Weights,

@@ -204,8 +204,19 @@ impl LlamaModel {
             path: path.to_path_buf(),
             source,
         })?;
-        let ct = gguf_file::Content::read(&mut file)
-            .map_err(|e| bad(path, format!("not a readable GGUF file: {e}")))?;
+        // The strict reader checks every count, length and offset before candle sees the file.
+        let strict =
+            crate::weights::WeightFile::open(path).map_err(|e| bad(path, e.to_string()))?;
+        if strict.parsed().format != crate::weights::WeightFormat::Gguf {
+            return Err(bad(path, String::from("not a GGUF file")));
+        }
+        drop(strict);
+        let ct = gguf_file::Content::read(&mut file).map_err(|e| {
+            // candle appends a backtrace to some errors; the first line is the message.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("").to_string();
+            bad(path, format!("not a readable GGUF file: {first}"))
+        })?;
         let md = &ct.metadata;
         let arch = md
             .get("general.architecture")
