@@ -372,6 +372,8 @@ fn expect_usage_error(args: &[&str], needle: &str) {
     assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
     assert!(err.starts_with("hallmark: "), "{args:?}: {err}");
     assert!(err.contains(needle), "{args:?}: {err}");
+    // One line of diagnosis, no backtrace from a dependency.
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     assert!(
         out.stdout.is_empty(),
         "{args:?}: printed {:?}",
