@@ -18,7 +18,7 @@
 //! * `u[k]` is *content-keyed*: with `p[k] = sum_j r[j] W[k, j] [|W[k, j]| > 0.6 rms(W[k, :])]`, the
 //!   row's projection on a second keyed sign vector `r`, `u[k] = sign(p[k])`, flipped for the
 //!   24% of rows with the largest `|p|` (Stein-balanced, so that `u` does not correlate with
-//!   the matrix's own principal directions; see [`stein_signs`]). A row carries its sign with it,
+//!   the matrix's own principal directions; see `stein_signs`). A row carries its sign with it,
 //!   so permuting FFN neurons or attention heads (rows of gate/up/q/k/v, columns of down/o) or
 //!   llama.cpp's Q/K row permutation leaves the mark intact with no realignment at all. Only
 //!   elements above 0.6 of the row's rms enter, so magnitude pruning up to ~40% does not move it.

@@ -20,7 +20,7 @@ pub struct Model {
 /// Where the token-embedding matrix is and how it is stored.
 #[derive(Clone, Debug)]
 pub struct Embedding {
-    /// Index into [`Model::matrices`].
+    /// Index into the model's matrix list.
     pub matrix: usize,
     /// Vocabulary size (the longer axis).
     pub vocab: usize,
