@@ -608,19 +608,12 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
             for l in 0..cfg.layers {
                 perms.insert(l, random_perm(&mut rng, cfg.intermediate));
             }
-            let p = |l: Option<usize>| l.and_then(|l| perms.get(&l)).cloned();
-            for r in [Role::Gate, Role::Up, Role::UpBias] {
-                m.for_role(r, |l, t| {
-                    if let Some(p) = p(l) {
-                        t.permute_rows(&p)
-                    }
-                });
-            }
-            m.for_role(Role::Down, |l, t| {
-                if let Some(p) = p(l) {
-                    t.permute_cols(&p)
-                }
-            });
+            permute_units(
+                &mut m,
+                &perms,
+                &[Role::Gate, Role::Up, Role::UpBias],
+                Role::Down,
+            );
         }
         Transform::HeadPermute => {
             let d = cfg.hidden / cfg.heads;
@@ -630,19 +623,12 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
                 let rows: Vec<usize> = hp.iter().flat_map(|&h| h * d..(h + 1) * d).collect();
                 perms.insert(l, rows);
             }
-            let p = |l: Option<usize>| l.and_then(|l| perms.get(&l)).cloned();
-            for r in [Role::Q, Role::K, Role::V, Role::QkvBias] {
-                m.for_role(r, |l, t| {
-                    if let Some(p) = p(l) {
-                        t.permute_rows(&p)
-                    }
-                });
-            }
-            m.for_role(Role::O, |l, t| {
-                if let Some(p) = p(l) {
-                    t.permute_cols(&p)
-                }
-            });
+            permute_units(
+                &mut m,
+                &perms,
+                &[Role::Q, Role::K, Role::V, Role::QkvBias],
+                Role::O,
+            );
         }
         Transform::HiddenRotate => {
             let h = cfg.hidden;
@@ -980,6 +966,28 @@ pub fn extra_cases() -> Vec<(&'static str, Vec<Transform>, Export)> {
         vec![Transform::HiddenRotate],
         Export::Safetensors(DType::F32),
     )]
+}
+
+/// Permute a layer's units consistently: the rows of the tensors that produce them and the
+/// columns of the tensor that consumes them, so the network computes the same function.
+fn permute_units(
+    m: &mut ZModel,
+    perms: &std::collections::HashMap<usize, Vec<usize>>,
+    producers: &[Role],
+    consumer: Role,
+) {
+    for &r in producers {
+        m.for_role(r, |l, t| {
+            if let Some(p) = l.and_then(|l| perms.get(&l)) {
+                t.permute_rows(p)
+            }
+        });
+    }
+    m.for_role(consumer, |l, t| {
+        if let Some(p) = l.and_then(|l| perms.get(&l)) {
+            t.permute_cols(p)
+        }
+    });
 }
 
 /// The standard transformed copies: `(label, transformations, export)`.
