@@ -1,20 +1,27 @@
 //! Testing a suspect against one fingerprint.
 //!
-//! **The test** (see docs/fingerprint.md for the argument). The registered token rows are split
-//! by position into halves A and B. In each half, suspect hidden units `J` (the first
-//! [`TEST_UNITS`]) are matched to registered hidden units by absolute column correlation, keeping
-//! only mutual best matches, which makes each half's matching a partial injection `π_A`, `π_B`.
-//! The statistic is `F`, the number of units on which the two halves agree. Under the null (the
-//! suspect is independent of the registered model, whose embedding rows are independent draws
-//! with exchangeable hidden units, as at initialisation), `π_B` is a uniformly relabelled
-//! injection independent of `π_A`, so for any `f` units the chance that all agree is
-//! `(H - f)! / H!`; a union bound over the `C(n_A, f)` subsets gives the conservative p-value
-//! `p = C(n_A, F) (H - F)! / H!`. A derived copy agrees on every unit, so `p ≈ H^-|J|`.
+//! **The null** (docs/fingerprint.md states it with its proof): the suspect was initialised
+//! independently of the registered model, with weights whose law does not depend on how hidden
+//! units are labelled, and then trained on anything (the same tokenizer and data included) by a
+//! procedure that treats units alike (gradient methods, Adam, weight decay, dropout all do).
+//! Then the suspect's residual-unit labels, and each feed-forward layer's neuron labels, are
+//! uniformly random relative to the registered model's. Two **identity tests** ask whether units
+//! sit where the registered model has them more often than random labels allow:
 //!
-//! Everything after the p-value (alignment, layer matching) is description, computed only for
-//! suspects that already matched.
+//! 1. **Residual units.** Registered units `0..64` are matched to suspect units by absolute
+//!    correlation of embedding columns over the fingerprint's token rows, keeping mutual best
+//!    matches (`n` of them). `F` of them land on their own index. With `H` suspect units,
+//!    `P(F >= f) <= C(n, f) (H - f)! / H!`.
+//! 2. **Feed-forward neurons.** The registered probe units are aligned into the suspect through
+//!    the token rows; registered feed-forward matrices are paired with suspect matrices by
+//!    sub-Grams that do not depend on neuron order; registered neurons `0..64` are matched to the
+//!    paired matrix's neurons on the aligned units. The fixed points of all matrices are combined
+//!    by [`ffn_ln_p`]. This finds a copy whose residual space was permuted.
+//!
+//! The p-value is `2 min(p_res, p_ffn)` times the number of suspect embedding candidates.
+//! Everything after it (lineage map, alignment report) is description.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use ndarray::{s, Array1, Array2, Axis};
@@ -22,17 +29,17 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 use statrs::function::gamma::ln_gamma;
 
-use super::extract::unit_gram;
+use super::extract::{gram, unit_columns};
 use super::format::Fingerprint;
 use super::model::{Embedding, Model};
 use super::FingerprintError;
 use crate::detect::KeyTest;
 
-/// Suspect hidden units tested.
+/// Registered hidden units tested by the residual identity test.
 pub const TEST_UNITS: usize = 64;
-/// Fewer shared token rows than this (both halves together) is too little to decide.
+/// Fewer shared token rows than this is too little to decide.
 pub const MIN_ROWS: usize = 32;
-/// Raw p-value below which the alignment and layer map are worked out for the report.
+/// Raw p-value below which the alignment and lineage map are worked out for the report.
 pub const DESCRIBE_BELOW: f64 = 1e-6;
 /// Sub-Gram correlation from which a registered matrix counts as found in the suspect.
 pub const PROBE_MATCH: f32 = 0.5;
@@ -40,6 +47,13 @@ pub const PROBE_MATCH: f32 = 0.5;
 pub const INVARIANT_TOKENS: usize = 64;
 /// Embedding candidates tried in the suspect (input embedding and untied output head).
 pub const MAX_CANDIDATES: usize = 2;
+/// Median correlation of the aligned probe units from which the feed-forward test is run (it
+/// reads every suspect matrix, so it is skipped when the residual spaces visibly do not align;
+/// skipping only makes the p-value larger).
+pub const ALIGN_GATE: f32 = 0.5;
+/// Alignment-free similarity from which a suspect is reported as "similar, not proven derived"
+/// when the p-value does not decide.
+pub const SIMILAR: f32 = 0.8;
 
 /// Decoded suspect embedding rows, keyed by (candidate, token ids).
 type RowCache = HashMap<(usize, Vec<usize>), Arc<Array2<f32>>>;
@@ -60,19 +74,40 @@ impl std::fmt::Debug for Suspect {
     }
 }
 
-/// The outcome of the split-half agreement test on one embedding pairing.
+/// One identity test: registered units matched to suspect units (mutual best), and how many
+/// landed on their own index.
 #[derive(Clone, Debug)]
-pub struct SplitTest {
-    /// Natural log of the (conservative) p-value.
+pub struct IdentityTest {
+    /// Natural log of the conservative p-value `C(n, F) (N - F)! / N!`.
     pub ln_p: f64,
-    /// Suspect units tested.
+    /// Registered units tested.
     pub tested: usize,
-    /// Mutual matches in half A.
-    pub mutual_a: usize,
-    /// Units on which both halves agree.
-    pub agree: usize,
-    /// Token rows used (both halves).
-    pub rows: usize,
+    /// Mutual matches `(registered, suspect)`.
+    pub pairs: Vec<(usize, usize)>,
+    /// Matches on their own index (`F`).
+    pub in_place: usize,
+    /// Suspect units the matches were drawn from (`N`).
+    pub labels: usize,
+}
+
+/// Where the registered probe units `0..u` sit in the suspect.
+#[derive(Clone, Debug)]
+pub struct Alignment {
+    /// The suspect unit of each registered probe unit (best absolute correlation).
+    pub units: Vec<usize>,
+    /// Its sign.
+    pub signs: Vec<f32>,
+    /// Its absolute correlation.
+    pub corr: Vec<f32>,
+}
+
+impl Alignment {
+    /// Median absolute correlation of the aligned units.
+    pub fn median_corr(&self) -> f32 {
+        let mut c = self.corr.clone();
+        c.sort_by(f32::total_cmp);
+        c.get(c.len() / 2).copied().unwrap_or(0.0)
+    }
 }
 
 /// Centre each column and scale it to unit length (zero columns stay zero). Row-wise passes,
@@ -97,6 +132,12 @@ fn standardize(z: &Array2<f32>) -> Array2<f32> {
         row *= &inv;
     }
     z
+}
+
+/// Pearson correlations of every column of `reg` with every column of `sus` (same rows):
+/// `reg.ncols() x sus.ncols()`.
+pub fn correlations(reg: &Array2<f32>, sus: &Array2<f32>) -> Array2<f32> {
+    standardize(reg).t().dot(&standardize(sus))
 }
 
 /// Mutual best matches of rows of `c` (|c|): `out[j] = Some(k)` when `k` is `j`'s best and `j` is
@@ -133,39 +174,106 @@ fn ln_choose(n: usize, k: usize) -> f64 {
     ln_gamma(n as f64 + 1.0) - ln_gamma(k as f64 + 1.0) - ln_gamma((n - k) as f64 + 1.0)
 }
 
-/// The split-half agreement test of suspect rows `zs` against registered rows `zr` (same
-/// token rows, in the same order).
-pub fn split_test(zs: &Array2<f32>, zr: &Array2<f32>) -> SplitTest {
-    let n = zs.nrows().min(zr.nrows());
-    let hr = zr.ncols();
-    let j = TEST_UNITS.min(zs.ncols());
-    let half = |par: usize| {
-        let idx: Vec<usize> = (par..n).step_by(2).collect();
-        let s = standardize(&zs.select(Axis(0), &idx).slice(s![.., ..j]).to_owned());
-        let r = standardize(&zr.select(Axis(0), &idx));
-        mutual(&s.t().dot(&r))
-    };
-    let (a, b) = rayon::join(|| half(0), || half(1));
-    let mutual_a = a.iter().filter(|m| m.is_some()).count();
-    let agree = a
-        .iter()
-        .zip(&b)
-        .filter(|(x, y)| x.is_some() && x == y)
-        .count();
-    let ln_p = if hr == 0 {
-        0.0
-    } else {
-        (ln_choose(mutual_a, agree) + ln_gamma((hr - agree) as f64 + 1.0)
-            - ln_gamma(hr as f64 + 1.0))
-        .min(0.0)
-    };
-    SplitTest {
-        ln_p,
-        tested: j,
-        mutual_a,
-        agree,
-        rows: n,
+/// `ln [C(candidates, fixed) (labels - fixed)! / labels!]`, capped at 0: the chance that a
+/// uniformly random labelling of `labels` units puts at least `fixed` of `candidates` matches
+/// (distinct on both sides) on their own index (union bound over which ones).
+pub fn fixed_point_ln_p(candidates: usize, fixed: usize, labels: usize) -> f64 {
+    if fixed == 0 || fixed > candidates || fixed > labels {
+        return 0.0;
     }
+    (ln_choose(candidates, fixed) + ln_gamma((labels - fixed) as f64 + 1.0)
+        - ln_gamma(labels as f64 + 1.0))
+    .min(0.0)
+}
+
+/// The identity test from a correlation matrix `c` (registered units x suspect units).
+pub fn identity_test(c: &Array2<f32>) -> IdentityTest {
+    let pairs: Vec<(usize, usize)> = mutual(c)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, j)| j.map(|j| (i, j)))
+        .collect();
+    let in_place = pairs.iter().filter(|(i, j)| i == j).count();
+    let labels = c.ncols();
+    IdentityTest {
+        ln_p: fixed_point_ln_p(pairs.len(), in_place, labels),
+        tested: c.nrows(),
+        pairs,
+        in_place,
+        labels,
+    }
+}
+
+/// The residual identity test of suspect token rows `zs` against registered rows `zr` (same
+/// token ids, same order), and the alignment of registered probe units `0..u` it implies.
+pub fn residual_test(zs: &Array2<f32>, zr: &Array2<f32>, u: usize) -> (IdentityTest, Alignment) {
+    let k = TEST_UNITS.min(zr.ncols()).max(u.min(zr.ncols()));
+    let c = correlations(&zr.slice(s![.., ..k]).to_owned(), zs);
+    let mut al = Alignment {
+        units: Vec::with_capacity(u),
+        signs: Vec::with_capacity(u),
+        corr: Vec::with_capacity(u),
+    };
+    for row in c.rows().into_iter().take(u) {
+        let j = argmax(row.mapv(f32::abs).iter());
+        al.units.push(j);
+        al.signs.push(if row[j] < 0.0 { -1.0 } else { 1.0 });
+        al.corr.push(row[j].abs());
+    }
+    (identity_test(&c), al)
+}
+
+/// The feed-forward identity test of registered neurons `reg` (`neurons x u`, on probe units
+/// `0..u`) against a suspect matrix's neurons `sus` (`neurons' x u`, on the aligned units).
+pub fn neuron_test(reg: &Array2<f32>, sus: &Array2<f32>) -> IdentityTest {
+    identity_test(&correlations(&reg.t().to_owned(), &sus.t().to_owned()))
+}
+
+/// The combined feed-forward p-value (natural log) over per-matrix identity tests. Two bounds,
+/// both valid whichever matrices share a neuron labelling (a layer's gate, up and down
+/// matrices do; layers do not), and the smaller is taken at the price of a factor 2:
+/// * Bonferroni over the `K` matrices: `K min_m p_m`;
+/// * pooled: `D` distinct registered indices in place among `P` matches in all, on the fewest
+///   suspect neurons `N` of any matrix: `C(P, D) (N - D)! / N!`. Fixed points in independently
+///   labelled layers are independent events, each at most as likely as under one labelling.
+pub fn ffn_ln_p(tests: &[&IdentityTest]) -> f64 {
+    if tests.is_empty() {
+        return 0.0;
+    }
+    let single = tests.iter().map(|t| t.ln_p).fold(0.0, f64::min) + (tests.len() as f64).ln();
+    let matches: usize = tests.iter().map(|t| t.pairs.len()).sum();
+    let distinct: BTreeSet<usize> = tests
+        .iter()
+        .flat_map(|t| t.pairs.iter().filter(|(i, j)| i == j).map(|(i, _)| *i))
+        .collect();
+    let labels = tests.iter().map(|t| t.labels).min().unwrap_or(0);
+    let pooled = fixed_point_ln_p(matches, distinct.len(), labels);
+    (std::f64::consts::LN_2 + single.min(pooled)).min(0.0)
+}
+
+/// `ln p` of the whole test from its two parts: `2 min(p_res, p_ffn)`.
+pub fn combined_ln_p(residual: f64, ffn: f64) -> f64 {
+    (std::f64::consts::LN_2 + residual.min(ffn)).min(0.0)
+}
+
+/// What the probe pass found: per registered probe, the suspect matrix it was paired with, and
+/// the feed-forward identity tests.
+struct ProbePass {
+    /// `(registered probe, suspect matrix, suspect axis, score)` for every paired probe.
+    paired: Vec<(usize, usize, usize, f32)>,
+    /// `(registered FFN sample, suspect matrix, test)`.
+    ffn: Vec<(usize, usize, IdentityTest)>,
+}
+
+/// One candidate's evidence.
+struct Candidate {
+    c: usize,
+    keep: Vec<usize>,
+    residual: IdentityTest,
+    alignment: Alignment,
+    pass: Option<ProbePass>,
+    ffn_ln_p: f64,
+    ln_p: f64,
 }
 
 impl Suspect {
@@ -201,6 +309,13 @@ impl Suspect {
         Ok(z)
     }
 
+    fn name_of(&self, i: usize) -> String {
+        self.model
+            .view(i)
+            .map(|v| v.name.to_string())
+            .unwrap_or_default()
+    }
+
     /// Test the suspect against one fingerprint.
     pub fn test(&self, fp: &Fingerprint) -> Result<KeyTest, FingerprintError> {
         let name = fp.name.clone();
@@ -213,7 +328,8 @@ impl Suspect {
             return Ok(t);
         }
         let zr_all = fp.embedding_rows()?;
-        let mut best: Option<(usize, SplitTest, Vec<usize>)> = None;
+        let cands = self.embeddings.len() as f64;
+        let mut best: Option<Candidate> = None;
         for c in 0..self.embeddings.len() {
             let e = &self.embeddings[c];
             let keep: Vec<usize> = (0..fp.embedding.rows.len())
@@ -222,40 +338,82 @@ impl Suspect {
             let idx: Vec<usize> = keep.iter().map(|&k| fp.embedding.rows[k]).collect();
             let zs = self.rows(c, &idx)?;
             let zr = zr_all.select(Axis(0), &keep);
-            let t = split_test(&zs, &zr);
-            if best.as_ref().is_none_or(|b| t.ln_p < b.1.ln_p) {
-                best = Some((c, t, keep));
+            let (residual, alignment) = residual_test(&zs, &zr, fp.probe_units);
+            let decisive = combined_ln_p(residual.ln_p, 0.0) + cands.ln() <= DESCRIBE_BELOW.ln();
+            let pass = if keep.len() >= MIN_ROWS
+                && (decisive || alignment.median_corr() >= ALIGN_GATE)
+            {
+                Some(self.probe_pass(fp, e, &alignment)?)
+            } else {
+                None
+            };
+            let ffn_ln_p = pass
+                .as_ref()
+                .map(|p| ffn_ln_p(&p.ffn.iter().map(|(_, _, t)| t).collect::<Vec<_>>()))
+                .unwrap_or(0.0);
+            let ln_p = combined_ln_p(residual.ln_p, ffn_ln_p);
+            if best.as_ref().is_none_or(|b| ln_p < b.ln_p) {
+                best = Some(Candidate {
+                    c,
+                    keep,
+                    residual,
+                    alignment,
+                    pass,
+                    ffn_ln_p,
+                    ln_p,
+                });
             }
         }
-        let Some((c, t, keep)) = best else {
+        let Some(b) = best else {
             return Err(FingerprintError::Internal("no candidate"));
         };
-        let inv = {
-            let idx: Vec<usize> = keep.iter().map(|&k| fp.embedding.rows[k]).collect();
-            let zs = self.rows(c, &idx)?;
-            invariant_similarity(&zs, &zr_all.select(Axis(0), &keep))
-        };
+        let zs = self.rows(
+            b.c,
+            &b.keep
+                .iter()
+                .map(|&k| fp.embedding.rows[k])
+                .collect::<Vec<_>>(),
+        )?;
+        let zr = zr_all.select(Axis(0), &b.keep);
+        let inv = invariant_similarity(&zs, &zr);
         // Bonferroni over the suspect's embedding candidates.
-        let ln_p = (t.ln_p + (self.embeddings.len() as f64).ln()).min(0.0);
+        let ln_p = (b.ln_p + cands.ln()).min(0.0);
         let p = ln_p.exp().max(f64::MIN_POSITIVE);
-        let e = &self.embeddings[c];
-        let sname = self
-            .model
-            .view(e.matrix)
-            .map(|v| v.name.to_string())
-            .unwrap_or_default();
+        let e = &self.embeddings[b.c];
+        let log10 = |x: f64| x / std::f64::consts::LN_10;
+        let ffn = match &b.pass {
+            Some(pass) => json!({
+                "matrices_tested": pass.ffn.len(),
+                "neurons_matched": pass.ffn.iter().map(|(_, _, t)| t.pairs.len()).sum::<usize>(),
+                "neurons_in_place": pass.ffn.iter().map(|(_, _, t)| t.in_place).sum::<usize>(),
+                "log10_p": log10(b.ffn_ln_p),
+            }),
+            None => json!(null),
+        };
+        let similar = inv >= SIMILAR;
         let mut kt = KeyTest::new(name, "fingerprint", p)
-            .with("log10_p_raw", ln_p / std::f64::consts::LN_10)
-            .with("rows_scored", t.rows)
-            .with("units_tested", t.tested)
-            .with("units_agreeing", t.agree)
+            .with("log10_p_raw", log10(ln_p))
+            .with("rows_scored", b.keep.len())
+            .with(
+                "residual",
+                json!({
+                    "units_tested": b.residual.tested,
+                    "units_matched": b.residual.pairs.len(),
+                    "units_in_place": b.residual.in_place,
+                    "suspect_units": b.residual.labels,
+                    "log10_p": log10(b.residual.ln_p),
+                }),
+            )
+            .with("ffn", ffn)
+            .with("alignment_median_corr", b.alignment.median_corr())
             .with("invariant_similarity", inv)
+            .with("similar", similar)
             .with(
                 "embedding",
-                json!({"registered": fp.embedding.tensor, "suspect": sname,
+                json!({"registered": fp.embedding.tensor, "suspect": self.name_of(e.matrix),
                        "suspect_transposed": e.transposed != fp.embedding.transposed}),
             );
-        if t.rows < MIN_ROWS || fp.hidden < 2 {
+        if b.keep.len() < MIN_ROWS || fp.hidden < 2 {
             kt.decided = false;
             kt.details.insert(
                 "reason".into(),
@@ -264,73 +422,30 @@ impl Suspect {
             return Ok(kt);
         }
         if p <= DESCRIBE_BELOW {
-            let zs = self.rows(
-                c,
-                &keep
-                    .iter()
-                    .map(|&k| fp.embedding.rows[k])
-                    .collect::<Vec<_>>(),
-            )?;
-            let zr = zr_all.select(Axis(0), &keep);
-            let (alignment, layers) = self.describe(fp, e, &zs, &zr)?;
+            let pass = match b.pass {
+                Some(pass) => pass,
+                None => self.probe_pass(fp, e, &b.alignment)?,
+            };
+            let alignment = self.describe_alignment(fp, e, &zs, &zr, &b.alignment);
             kt.details.insert("alignment".into(), alignment);
-            for (k, v) in layers {
+            for (k, v) in self.lineage(fp, &pass) {
                 kt.details.insert(k, v);
             }
         }
         Ok(kt)
     }
 
-    /// Align the registered probe units into the suspect and match every probe.
-    fn describe(
+    /// Read the aligned probe units from every suspect matrix axis of the suspect's hidden
+    /// size, pair registered probes with suspect matrices by their sub-Grams (mutual best, at
+    /// least [`PROBE_MATCH`]; both orientations tried, so transposed, renamed, reordered and
+    /// dropped layers are found) and run the feed-forward identity test on every registered
+    /// feed-forward sample whose matrix was found.
+    fn probe_pass(
         &self,
         fp: &Fingerprint,
         e: &Embedding,
-        zs: &Array2<f32>,
-        zr: &Array2<f32>,
-    ) -> Result<(Value, serde_json::Map<String, Value>), FingerprintError> {
-        let u = fp.probe_units;
-        let s = standardize(zs);
-        let r = standardize(&zr.slice(s![.., ..u]).to_owned());
-        let c = s.t().dot(&r); // suspect units x registered probe units
-        let mut units = Vec::with_capacity(u);
-        let mut signs = Vec::with_capacity(u);
-        let mut corr = Vec::with_capacity(u);
-        let mut ratio = Vec::with_capacity(u);
-        for k in 0..u {
-            let col = c.column(k);
-            let j = argmax(col.mapv(f32::abs).iter());
-            units.push(j);
-            signs.push(if col[j] < 0.0 { -1.0f32 } else { 1.0 });
-            corr.push(col[j].abs());
-            let sd = |v: ndarray::ArrayView1<f32>| {
-                let m = v.mean().unwrap_or(0.0);
-                v.mapv(|x| (x - m) * (x - m)).mean().unwrap_or(0.0).sqrt()
-            };
-            let (a, b) = (sd(zs.column(j)), sd(zr.column(k)));
-            if b > 0.0 {
-                ratio.push(a / b);
-            }
-        }
-        ratio.sort_by(f32::total_cmp);
-        corr.sort_by(f32::total_cmp);
-        let mut distinct = units.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let identity = units.iter().enumerate().filter(|(k, j)| k == *j).count();
-        let alignment = json!({
-            "hidden": {"registered": fp.hidden, "suspect": e.hidden},
-            "vocab": {"registered": fp.vocab, "suspect": e.vocab,
-                      "added": e.vocab as i64 - fp.vocab as i64},
-            "probe_units_aligned": distinct.len(),
-            "hidden_permuted": identity < u,
-            "units_in_place": identity,
-            "sign_flips": signs.iter().filter(|s| **s < 0.0).count(),
-            "scale": ratio.get(ratio.len() / 2).copied().unwrap_or(f32::NAN),
-            "median_unit_correlation": corr.get(corr.len() / 2).copied().unwrap_or(0.0),
-        });
-
-        // Suspect probes: every non-embedding matrix axis of the suspect's hidden size.
+        al: &Alignment,
+    ) -> Result<ProbePass, FingerprintError> {
         let mut jobs = Vec::new();
         for i in 0..self.model.len() {
             if self.excluded.contains(&i) {
@@ -339,52 +454,118 @@ impl Suspect {
             let (rr, cc) = self.model.shape(i);
             for (axis, n) in [(0, rr), (1, cc)] {
                 if n == e.hidden {
-                    jobs.push((i, axis));
+                    jobs.push((i, axis, if axis == 0 { cc } else { rr }));
                 }
             }
         }
-        let grams: Vec<(usize, usize, Array1<f32>)> = jobs
+        // Neuron-like axes (longer than hidden, as feed-forward ones are) keep their columns
+        // for the neuron test; the rest only need the Gram.
+        let reads: Vec<(usize, usize, Array1<f32>, Option<Array2<f32>>)> = jobs
             .par_iter()
-            .map(|&(i, axis)| {
-                let g = unit_gram(&self.model, i, axis, &units, &signs)?;
-                Ok((i, axis, off_diagonal(&g)))
+            .map(|&(i, axis, other)| {
+                let x = unit_columns(&self.model, i, axis, &al.units, &al.signs)?;
+                let g = off_diagonal(&gram(&x));
+                Ok((i, axis, g, (other != e.hidden).then_some(x)))
             })
             .collect::<Result<_, FingerprintError>>()?;
-        let mut matched = Vec::new();
-        let mut reg_layers: HashMap<String, (usize, usize)> = HashMap::new();
-        let mut votes: HashMap<String, HashMap<String, usize>> = HashMap::new();
-        // Score every registered probe against every suspect probe; a pair counts when each is
-        // the other's best (so a dropped layer is not claimed by its look-alike neighbour).
         let reg_grams = (0..fp.probes.len())
             .map(|pi| fp.probe_gram(pi).map(|g| off_diagonal(&g)))
             .collect::<Result<Vec<_>, _>>()?;
-        let score = Array2::from_shape_fn((reg_grams.len(), grams.len()), |(a, b)| {
-            pearson(&reg_grams[a], &grams[b].2)
+        let score = Array2::from_shape_fn((reg_grams.len(), reads.len()), |(a, b)| {
+            pearson(&reg_grams[a], &reads[b].2)
         });
         let best_reg: Vec<usize> = score
             .columns()
             .into_iter()
             .map(|c| argmax(c.iter()))
             .collect();
-        for (pi, p) in fp.probes.iter().enumerate() {
+        let mut paired = Vec::new();
+        let mut by_probe: HashMap<usize, usize> = HashMap::new();
+        if !reads.is_empty() {
+            for pi in 0..fp.probes.len() {
+                let gi = argmax(score.row(pi).iter());
+                let sc = score[[pi, gi]];
+                if sc >= PROBE_MATCH && best_reg[gi] == pi {
+                    paired.push((pi, reads[gi].0, reads[gi].1, sc));
+                    by_probe.insert(pi, gi);
+                }
+            }
+        }
+        let mut ffn = Vec::new();
+        for (ni, n) in fp.ffn.iter().enumerate() {
+            let Some(pi) = fp
+                .probes
+                .iter()
+                .position(|p| p.tensor == n.tensor && p.axis == n.axis)
+            else {
+                continue;
+            };
+            let Some(&gi) = by_probe.get(&pi) else {
+                continue;
+            };
+            let Some(x) = &reads[gi].3 else {
+                continue;
+            };
+            let reg = fp.neuron_block(ni)?;
+            ffn.push((ni, reads[gi].0, neuron_test(&reg, x)));
+        }
+        Ok(ProbePass { paired, ffn })
+    }
+
+    /// The alignment report: hidden permutation, sign flips, scale, vocabulary sizes.
+    fn describe_alignment(
+        &self,
+        fp: &Fingerprint,
+        e: &Embedding,
+        zs: &Array2<f32>,
+        zr: &Array2<f32>,
+        al: &Alignment,
+    ) -> Value {
+        let sd = |v: ndarray::ArrayView1<f32>| {
+            let m = v.mean().unwrap_or(0.0);
+            v.mapv(|x| (x - m) * (x - m)).mean().unwrap_or(0.0).sqrt()
+        };
+        let mut ratio: Vec<f32> = al
+            .units
+            .iter()
+            .enumerate()
+            .filter_map(|(k, &j)| {
+                let b = sd(zr.column(k));
+                (b > 0.0).then(|| sd(zs.column(j)) / b)
+            })
+            .collect();
+        ratio.sort_by(f32::total_cmp);
+        let mut distinct = al.units.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let identity = al.units.iter().enumerate().filter(|(k, j)| k == *j).count();
+        json!({
+            "hidden": {"registered": fp.hidden, "suspect": e.hidden},
+            "vocab": {"registered": fp.vocab, "suspect": e.vocab,
+                      "added": e.vocab as i64 - fp.vocab as i64},
+            "probe_units_aligned": distinct.len(),
+            "hidden_permuted": identity < al.units.len(),
+            "units_in_place": identity,
+            "sign_flips": al.signs.iter().filter(|s| **s < 0.0).count(),
+            "scale": ratio.get(ratio.len() / 2).copied().unwrap_or(f32::NAN),
+            "median_unit_correlation": al.median_corr(),
+        })
+    }
+
+    /// Which registered matrices and layers were found where, and per layer how many
+    /// feed-forward neurons kept their place: the lineage map.
+    fn lineage(&self, fp: &Fingerprint, pass: &ProbePass) -> serde_json::Map<String, Value> {
+        let mut reg_layers: HashMap<String, (usize, usize)> = HashMap::new();
+        let mut votes: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        for p in &fp.probes {
+            reg_layers.entry(layer_of(&p.tensor)).or_default().1 += 1;
+        }
+        let mut matched = Vec::new();
+        for &(pi, i, axis, score) in &pass.paired {
+            let p = &fp.probes[pi];
             let layer = layer_of(&p.tensor);
-            let entry = reg_layers.entry(layer.clone()).or_default();
-            entry.1 += 1;
-            if grams.is_empty() {
-                continue;
-            }
-            let gi = argmax(score.row(pi).iter());
-            let score = score[[pi, gi]];
-            if score < PROBE_MATCH || best_reg[gi] != pi {
-                continue;
-            }
-            entry.0 += 1;
-            let (i, axis, _) = &grams[gi];
-            let sname = self
-                .model
-                .view(*i)
-                .map(|v| v.name.to_string())
-                .unwrap_or_default();
+            reg_layers.entry(layer.clone()).or_default().0 += 1;
+            let sname = self.name_of(i);
             *votes
                 .entry(layer)
                 .or_default()
@@ -392,23 +573,45 @@ impl Suspect {
                 .or_default() += 1;
             matched.push(json!({
                 "registered": p.tensor, "suspect": sname, "score": score,
-                "transposed": *axis != p.axis,
+                "transposed": axis != p.axis,
             }));
+        }
+        let mut ffn_layers: HashMap<String, (usize, usize, usize)> = HashMap::new();
+        for (ni, _, t) in &pass.ffn {
+            let l = ffn_layers.entry(layer_of(&fp.ffn[*ni].tensor)).or_default();
+            l.0 += t.in_place;
+            l.1 += t.pairs.len();
+            l.2 += t.tested;
         }
         let mut layer_names: Vec<&String> = reg_layers.keys().collect();
         layer_names.sort_by_key(|l| (l.parse::<usize>().unwrap_or(usize::MAX), (*l).clone()));
         let mut layer_map = serde_json::Map::new();
         let mut unmatched = Vec::new();
+        let mut lineage = Vec::new();
         for l in layer_names {
-            match votes.get(l).and_then(|v| {
+            let to = votes.get(l).and_then(|v| {
                 v.iter()
                     .max_by_key(|(n, c)| (**c, std::cmp::Reverse((*n).clone())))
-            }) {
-                Some((to, _)) => {
+                    .map(|(n, _)| n.clone())
+            });
+            match &to {
+                Some(to) => {
                     layer_map.insert(l.clone(), json!(to));
                 }
                 None => unmatched.push(l.clone()),
             }
+            let (found, total) = reg_layers[l];
+            let mut entry = json!({
+                "registered_layer": l,
+                "suspect_layer": to,
+                "matrices_found": format!("{found} of {total}"),
+            });
+            if let Some((in_place, matched, tested)) = ffn_layers.get(l) {
+                entry["ffn_neurons_in_place"] = json!(format!("{in_place} of {tested}"));
+                // Neurons found but elsewhere: the layer's neurons were permuted.
+                entry["ffn_permuted"] = json!(*matched > 0 && in_place * 2 < *matched);
+            }
+            lineage.push(entry);
         }
         let mut dtypes: std::collections::BTreeMap<String, usize> = Default::default();
         for i in 0..self.model.len() {
@@ -429,8 +632,9 @@ impl Suspect {
         out.insert("suspect_matrix_dtypes".into(), json!(dtypes));
         out.insert("layer_map".into(), Value::Object(layer_map));
         out.insert("layers_not_found".into(), json!(unmatched));
+        out.insert("lineage".into(), Value::Array(lineage));
         out.insert("matched_tensors".into(), Value::Array(matched));
-        Ok((alignment, out))
+        out
     }
 }
 
@@ -502,37 +706,69 @@ fn layer_of(name: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
 
     #[test]
-    fn identical_rows_agree_everywhere() {
-        use rand::{Rng, SeedableRng};
+    fn identical_rows_are_all_in_place() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let z = Array2::from_shape_fn((128, 80), |_| rng.gen_range(-1.0f32..1.0));
-        let t = split_test(&z, &z);
+        let (t, al) = residual_test(&z, &z, 32);
         assert_eq!(t.tested, 64);
-        assert_eq!(t.agree, 64);
+        assert_eq!(t.in_place, 64);
         assert!(t.ln_p < -200.0, "{}", t.ln_p);
+        assert_eq!(al.units, (0..32).collect::<Vec<_>>());
     }
 
     #[test]
-    fn independent_rows_rarely_agree() {
-        use rand::{Rng, SeedableRng};
+    fn permuted_rows_match_but_are_not_in_place() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let a = Array2::from_shape_fn((256, 96), |_| rng.gen_range(-1.0f32..1.0));
-        let b = Array2::from_shape_fn((256, 96), |_| rng.gen_range(-1.0f32..1.0));
-        let t = split_test(&a, &b);
-        assert!(t.agree <= 3, "{t:?}");
+        let z = Array2::from_shape_fn((256, 96), |_| rng.gen_range(-1.0f32..1.0));
+        let perm: Vec<usize> = (0..96).map(|k| (k * 37 + 11) % 96).collect();
+        let zp = z.select(Axis(1), &perm);
+        let (t, al) = residual_test(&zp, &z, 32);
+        assert_eq!(t.pairs.len(), 64);
+        assert!(t.in_place <= 1, "{t:?}");
         assert!(t.ln_p > (1e-3f64).ln());
+        // The alignment recovers the permutation all the same.
+        for (k, &j) in al.units.iter().enumerate() {
+            assert_eq!(perm[j], k);
+        }
     }
 
     #[test]
-    fn agreement_bound_is_one_over_k_factorial_when_square() {
+    fn fixed_point_bound_is_one_over_k_factorial_when_square() {
         // C(n, k) (n-k)!/n! = 1/k!
         let n = 50usize;
-        for k in 0..6 {
-            let lp = ln_choose(n, k) + ln_gamma((n - k) as f64 + 1.0) - ln_gamma(n as f64 + 1.0);
+        for k in 1..6 {
+            let lp = fixed_point_ln_p(n, k, n);
             assert!((lp + ln_gamma(k as f64 + 1.0)).abs() < 1e-9);
         }
+        assert_eq!(fixed_point_ln_p(10, 0, 100), 0.0);
+    }
+
+    #[test]
+    fn ffn_bound_takes_the_smaller_part_and_pays_two() {
+        let t = |pairs: Vec<(usize, usize)>, labels: usize| {
+            let in_place = pairs.iter().filter(|(i, j)| i == j).count();
+            IdentityTest {
+                ln_p: fixed_point_ln_p(pairs.len(), in_place, labels),
+                tested: 64,
+                pairs,
+                in_place,
+                labels,
+            }
+        };
+        let full = t((0..64).map(|i| (i, i)).collect(), 1000);
+        let none = t((0..64).map(|i| (i, i + 100)).collect(), 1000);
+        let lp = ffn_ln_p(&[&full, &none]);
+        assert!((lp - (full.ln_p + 2f64.ln() + 2f64.ln())).abs() < 1e-9);
+        // The same four indices in place in three matrices count once in the pooled bound.
+        let four = || t((0..4).map(|i| (i, i)).collect(), 1000);
+        let (a, b, c) = (four(), four(), four());
+        let pooled = fixed_point_ln_p(12, 4, 1000) + 2f64.ln();
+        let single = a.ln_p + 3f64.ln() + 2f64.ln();
+        assert!((ffn_ln_p(&[&a, &b, &c]) - pooled.min(single)).abs() < 1e-9);
+        assert_eq!(ffn_ln_p(&[]), 0.0);
     }
 
     #[test]

@@ -9,8 +9,9 @@ use super::FingerprintError;
 
 /// The `format` field of every fingerprint file.
 pub const FORMAT: &str = "hallmark-fingerprint";
-/// The version this build writes and reads.
-pub const VERSION: u64 = 1;
+/// The version this build writes and reads. Version 1 files (no FFN-neuron samples; their test
+/// had no valid null for trained models) are refused with a request to re-fingerprint.
+pub const VERSION: u64 = 2;
 
 /// A model fingerprint: sampled token rows of the embedding and per-matrix sub-Grams.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -33,6 +34,27 @@ pub struct Fingerprint {
     pub probe_units: usize,
     /// One probe per (matrix, hidden-sized axis).
     pub probes: Vec<Probe>,
+    /// FFN-neuron samples of the registered model's feed-forward matrices.
+    pub ffn: Vec<NeuronSample>,
+}
+
+/// The first few neurons of one feed-forward matrix, read on hidden units `[0, probe_units)`.
+/// Neurons of a feed-forward layer are exchangeable under training, so their labels in an
+/// independently trained suspect are uniformly random: the identity test's null.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NeuronSample {
+    /// Tensor name (for reports; the registered side is the publisher's own model).
+    pub tensor: String,
+    /// Stored shape `(rows, cols)`.
+    pub shape: [usize; 2],
+    /// The hidden-sized axis (0 = rows, 1 = columns); the other axis indexes neurons.
+    pub axis: usize,
+    /// Neurons `[0, neurons)` sampled.
+    pub neurons: usize,
+    /// The values were divided by this before rounding to f16.
+    pub scale: f64,
+    /// `neurons x probe_units` values, f16 little-endian, base64.
+    pub values: String,
 }
 
 /// Provenance of a fingerprint.
@@ -123,7 +145,8 @@ impl Fingerprint {
         }
         if fp.version != VERSION {
             return Err(FingerprintError::BadFingerprint(format!(
-                "version {} is not supported (this build reads {VERSION})",
+                "version {} is not supported (this build reads {VERSION}; run `hallmark \
+                 fingerprint` again on the registered model)",
                 fp.version
             )));
         }
@@ -134,6 +157,14 @@ impl Fingerprint {
             || e.rows.last().is_some_and(|&r| r >= fp.vocab)
             || fp.probe_units > fp.hidden
             || !(e.scale.is_finite() && e.scale > 0.0)
+            || fp.probes.iter().any(|p| p.axis > 1 || p.shape[p.axis] != fp.hidden)
+            || fp.ffn.iter().any(|n| {
+                n.axis > 1
+                    || n.shape[n.axis] != fp.hidden
+                    || n.neurons == 0
+                    || n.neurons > n.shape[1 - n.axis]
+                    || !(n.scale.is_finite() && n.scale > 0.0)
+            })
         {
             return Err(FingerprintError::BadFingerprint(
                 "inconsistent sizes".into(),
@@ -152,6 +183,25 @@ impl Fingerprint {
         let s = self.embedding.scale as f32;
         Array2::from_shape_vec((n, self.hidden), v.into_iter().map(|x| x * s).collect())
             .map_err(|e| FingerprintError::BadFingerprint(e.to_string()))
+    }
+
+    /// FFN sample `i`: `neurons x probe_units`, in the model's own scale.
+    pub fn neuron_block(&self, i: usize) -> Result<Array2<f32>, FingerprintError> {
+        let n = self
+            .ffn
+            .get(i)
+            .ok_or(FingerprintError::Internal("ffn sample index"))?;
+        let count = n
+            .neurons
+            .checked_mul(self.probe_units)
+            .ok_or_else(|| FingerprintError::BadFingerprint("ffn sample size overflows".into()))?;
+        let v = unpack(&n.values, count, "ffn sample")?;
+        let s = n.scale as f32;
+        Array2::from_shape_vec(
+            (n.neurons, self.probe_units),
+            v.into_iter().map(|x| x * s).collect(),
+        )
+        .map_err(|e| FingerprintError::BadFingerprint(e.to_string()))
     }
 
     /// Probe `i`'s Gram matrix (`probe_units` square, symmetric).

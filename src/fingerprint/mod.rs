@@ -12,6 +12,7 @@ pub mod extract;
 pub mod format;
 pub mod mark;
 pub mod model;
+pub mod sim;
 pub mod zoo;
 
 use std::path::Path;
