@@ -204,3 +204,73 @@ fn draw_roc(r: &EvalReport, buf: &mut [u8]) -> Result<(), PlotError> {
         .map_err(e)?;
     root.present().map_err(e)
 }
+
+/// One series of a calibration plot: a label and its p-values under a null.
+pub type CalibrationSeries = (String, Vec<f64>);
+
+/// Calibration of p-values under a null: the fraction of p-values at or below α against α,
+/// both on log axes from `floor` to 1, with the diagonal a valid test must stay under (PNG
+/// bytes).
+pub fn calibration(
+    title: &str,
+    series: &[CalibrationSeries],
+    floor: f64,
+) -> Result<Vec<u8>, PlotError> {
+    register_font()?;
+    let mut buf = vec![0u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(e)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d((floor..1f64).log_scale(), (floor..1f64).log_scale())
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("α (log scale)")
+            .y_desc("fraction of null pairs with p ≤ α")
+            .label_style(("sans-serif", 16))
+            .draw()
+            .map_err(e)?;
+        let diag = ShapeStyle::from(&BLACK).stroke_width(1);
+        chart
+            .draw_series(LineSeries::new(vec![(floor, floor), (1.0, 1.0)], diag))
+            .map_err(e)?
+            .label("rate = α (a valid test stays on or below)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], diag));
+        // α on a log grid; a rate of 0 is drawn at the floor (off the chart's lower edge).
+        let grid: Vec<f64> = (0..=60)
+            .map(|i| floor * (1.0 / floor).powf(i as f64 / 60.0))
+            .collect();
+        for (c, (label, ps)) in series.iter().enumerate() {
+            let color = COLORS[c % COLORS.len()];
+            let n = ps.len().max(1) as f64;
+            let pts: Vec<(f64, f64)> = grid
+                .iter()
+                .map(|&a| {
+                    let r = ps.iter().filter(|&&p| p <= a).count() as f64 / n;
+                    (a, r.max(floor))
+                })
+                .collect();
+            let style = ShapeStyle::from(&color).stroke_width(2);
+            chart
+                .draw_series(LineSeries::new(pts, style))
+                .map_err(e)?
+                .label(format!("{label} ({} pairs)", ps.len()))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 16))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+        root.present().map_err(e)?;
+    }
+    png_bytes(&buf)
+}

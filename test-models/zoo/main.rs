@@ -3,6 +3,7 @@
 //! ```text
 //! hallmark-zoo generate --out DIR          base models, transformed copies, null models
 //! hallmark-zoo table [--null-models N]     transformation -> p-value table (markdown)
+//! hallmark-zoo calibrate [--pairs N] [--plot PNG]   simulated shared-structure null
 //! ```
 //! Everything is deterministic: the same seeds give byte-identical files.
 
@@ -70,6 +71,16 @@ enum Cmd {
         /// Working directory (default: a temporary directory).
         #[arg(long)]
         work: Option<PathBuf>,
+    },
+    /// Run the simulated shared-structure null (independent models sharing token features,
+    /// with and without shared outlier units) and print its calibration; optionally plot it.
+    Calibrate {
+        /// Pairs per (hidden size, outliers) setting.
+        #[arg(long, default_value_t = 200)]
+        pairs: usize,
+        /// Write the calibration plot (PNG) here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
 }
 
@@ -185,8 +196,78 @@ fn run() -> anyhow::Result<ExitCode> {
             no_real,
             work,
         } => table(null_models, no_real, work)?,
+        Cmd::Calibrate { pairs, plot } => calibrate(pairs, plot)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hidden sizes of the simulated null (the issue's 384-4096 range).
+const SIM_HIDDEN: [usize; 5] = [384, 768, 1024, 2048, 4096];
+
+fn calibrate(pairs: usize, plot: Option<PathBuf>) -> anyhow::Result<()> {
+    use hallmark::fingerprint::sim::Pair;
+    use rayon::prelude::*;
+    let t0 = Instant::now();
+    let mut series = Vec::new();
+    println!("| hidden | outlier units | pairs | p <= 1e-3 | <= 1e-2 | <= 0.05 | <= 0.1 | min p |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut all: Vec<(usize, Vec<f64>)> = Vec::new();
+    for outliers in [0usize, 3] {
+        let mut group = Vec::new();
+        for (hi, &hidden) in SIM_HIDDEN.iter().enumerate() {
+            let ps: Vec<f64> = (0..pairs)
+                .into_par_iter()
+                .map(|k| {
+                    // Seeds disjoint across settings and from the test suite's (1..=600).
+                    let seed = 1_000_000 + (outliers * 10 + hi) as u64 * 1_000_000 + k as u64;
+                    let (_, _, ln_p) =
+                        Pair::new(hidden, (4 * hidden).min(2048), outliers, seed).test();
+                    ln_p.exp()
+                })
+                .collect();
+            println!("{}", rates_row(&format!("{hidden} | {outliers}"), &ps));
+            group.extend(ps);
+        }
+        all.push((outliers, group));
+    }
+    let total: Vec<f64> = all.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    println!("{}", rates_row("all | 0 and 3", &total));
+    eprintln!(
+        "{} pairs in {:.1} s",
+        total.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    if let Some(path) = plot {
+        for (outliers, ps) in all {
+            series.push((
+                format!("shared features, {outliers} shared outlier units"),
+                ps,
+            ));
+        }
+        let png = hallmark::generate::plots::calibration(
+            "Fingerprint p-values on independent models sharing token structure",
+            &series,
+            1e-4,
+        )?;
+        write(&path, &png)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// A markdown row: label, pairs, empirical rates at 1e-3, 1e-2, 0.05, 0.1 and the minimum.
+fn rates_row(label: &str, ps: &[f64]) -> String {
+    let n = ps.len().max(1) as f64;
+    let rate = |a: f64| ps.iter().filter(|&&p| p <= a).count() as f64 / n;
+    format!(
+        "| {label} | {} | {} | {:.4} | {:.3} | {:.3} | {} |",
+        ps.len(),
+        ps.iter().filter(|&&p| p <= 1e-3).count(),
+        rate(1e-2),
+        rate(0.05),
+        rate(0.1),
+        fmt_p(ps.iter().copied().fold(1.0, f64::min))
+    )
 }
 
 fn fmt_p(p: f64) -> String {
