@@ -340,13 +340,12 @@ impl Suspect {
             let zr = zr_all.select(Axis(0), &keep);
             let (residual, alignment) = residual_test(&zs, &zr, fp.probe_units);
             let decisive = combined_ln_p(residual.ln_p, 0.0) + cands.ln() <= DESCRIBE_BELOW.ln();
-            let pass = if keep.len() >= MIN_ROWS
-                && (decisive || alignment.median_corr() >= ALIGN_GATE)
-            {
-                Some(self.probe_pass(fp, e, &alignment)?)
-            } else {
-                None
-            };
+            let pass =
+                if keep.len() >= MIN_ROWS && (decisive || alignment.median_corr() >= ALIGN_GATE) {
+                    Some(self.probe_pass(fp, e, &alignment)?)
+                } else {
+                    None
+                };
             let ffn_ln_p = pass
                 .as_ref()
                 .map(|p| ffn_ln_p(&p.ffn.iter().map(|(_, _, t)| t).collect::<Vec<_>>()))

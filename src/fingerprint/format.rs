@@ -157,7 +157,10 @@ impl Fingerprint {
             || e.rows.last().is_some_and(|&r| r >= fp.vocab)
             || fp.probe_units > fp.hidden
             || !(e.scale.is_finite() && e.scale > 0.0)
-            || fp.probes.iter().any(|p| p.axis > 1 || p.shape[p.axis] != fp.hidden)
+            || fp
+                .probes
+                .iter()
+                .any(|p| p.axis > 1 || p.shape[p.axis] != fp.hidden)
             || fp.ffn.iter().any(|n| {
                 n.axis > 1
                     || n.shape[n.axis] != fp.hidden

@@ -122,11 +122,23 @@ impl Pair {
     }
 
     /// Neurons of matrix `m` of a side on hidden units `units` (signs applied), with fresh noise.
-    fn neurons_on(&self, side: &Side, m: usize, n: usize, units: &[usize], signs: &[f32], rng: &mut StdRng) -> Array2<f32> {
+    fn neurons_on(
+        &self,
+        side: &Side,
+        m: usize,
+        n: usize,
+        units: &[usize],
+        signs: &[f32],
+        rng: &mut StdRng,
+    ) -> Array2<f32> {
         let d = &self.shared.detectors[m];
         Array2::from_shape_fn((n, units.len()), |(k, u)| {
             let det = d.row(side.order[m][k]);
-            let w: f32 = det.iter().zip(side.loadings.column(units[u])).map(|(a, b)| a * b).sum();
+            let w: f32 = det
+                .iter()
+                .zip(side.loadings.column(units[u]))
+                .map(|(a, b)| a * b)
+                .sum();
             signs[u] * (w + self.noise * 4.0 * normal(rng))
         })
     }
@@ -158,7 +170,8 @@ impl Pair {
         let tests: Vec<IdentityTest> = (0..FFN_MATRICES)
             .map(|m| {
                 let reg = self.neurons_on(&self.reg, m, k, &probe, &ones, &mut rng);
-                let sus = self.neurons_on(&self.sus, m, self.neurons, &al.units, &al.signs, &mut rng);
+                let sus =
+                    self.neurons_on(&self.sus, m, self.neurons, &al.units, &al.signs, &mut rng);
                 neuron_test(&reg, &sus)
             })
             .collect();
