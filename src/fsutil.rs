@@ -1,10 +1,168 @@
-//! Atomic file writes: every file hallmark writes goes to a sibling temp file, then is renamed.
+//! File-system helpers: atomic writes, non-blocking opens of regular files, and paths made safe
+//! to print.
 //!
-//! A crash or a full disk can therefore never leave a partially written signature, key or
-//! fingerprint behind, and secrets are created with mode 0600 before any byte is written.
+//! * Every file hallmark writes goes to a sibling temp file, then is renamed: a crash or a full
+//!   disk can never leave a partially written signature, key or fingerprint behind, and secrets
+//!   are created with mode 0600 before any byte is written.
+//! * Every file hallmark reads is opened with [`open_regular`]: a FIFO, socket or device in place
+//!   of a file is refused instead of blocking the process forever.
+//! * Every path or file name hallmark prints goes through [`shown`] / [`shown_str`], so a name
+//!   holding terminal escapes cannot rewrite the lines around it.
 
-use std::io::{self, Write};
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Write};
 use std::path::Path;
+
+/// Whether [`open_regular`] follows a symlink in the last path component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Follow {
+    /// Follow it (the user named the file; symlinked caches such as Hugging Face's are normal).
+    Yes,
+    /// Refuse it (`O_NOFOLLOW`): a file that was a regular file when a directory was listed must
+    /// not have become a symlink by the time it is opened.
+    No,
+}
+
+/// Open `path` for reading without ever blocking, and only if it is a regular file.
+///
+/// The file is opened with `O_NONBLOCK` (and `O_NOFOLLOW` for [`Follow::No`]), its type is read
+/// with `fstat` on the open descriptor (so a swap between check and open cannot fool it), and
+/// anything but a regular file is refused with [`io::ErrorKind::InvalidInput`]. `O_NONBLOCK` is
+/// cleared before the file is returned. Returns the file and the metadata seen at open.
+pub fn open_regular(path: &Path, follow: Follow) -> io::Result<(File, Metadata)> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+        if follow == Follow::No {
+            flags |= libc::O_NOFOLLOW;
+        }
+        opts.custom_flags(flags);
+    }
+    let file = opts.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if follow == Follow::No && e.raw_os_error() == Some(libc::ELOOP) {
+            return io::Error::new(io::ErrorKind::InvalidInput, "is a symlink");
+        }
+        e
+    })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a regular file ({})", kind_of(&meta)),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor this function owns; no memory is passed.
+        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        if fl < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((file, meta))
+}
+
+/// Read a whole regular file of at most `cap` bytes (checked on the open descriptor before any
+/// byte is read, and again while reading, in case the file grows).
+pub fn read_capped(path: &Path, cap: u64, follow: Follow) -> io::Result<Vec<u8>> {
+    let (file, meta) = open_regular(path, follow)?;
+    if meta.len() > cap {
+        return Err(too_large(meta.len(), cap));
+    }
+    let mut v = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(cap + 1).read_to_end(&mut v)?;
+    if v.len() as u64 > cap {
+        return Err(too_large(v.len() as u64, cap));
+    }
+    Ok(v)
+}
+
+fn too_large(len: u64, cap: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{len} bytes is over the {cap}-byte limit for this kind of file"),
+    )
+}
+
+/// A short name for a file type, for messages.
+pub fn kind_of(meta: &Metadata) -> &'static str {
+    let ft = meta.file_type();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+        if ft.is_block_device() || ft.is_char_device() {
+            return "a device";
+        }
+    }
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else if ft.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// A path made safe to print: control characters (`\x00`-`\x1f`, `\x7f`), backslashes and
+/// bytes that are not UTF-8 are written as escapes, so a file name cannot move the cursor,
+/// recolour the terminal or forge a line of output.
+pub fn shown(path: &Path) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        escape_bytes(path.as_os_str().as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        shown_str(&path.to_string_lossy())
+    }
+}
+
+/// [`shown`] for a name that is already a string (a resource or tensor name from a bundle).
+pub fn shown_str(s: &str) -> String {
+    escape_bytes(s.as_bytes())
+}
+
+fn escape_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
+                // C1 controls (U+0080-U+009F) are terminal controls too.
+                c if (0x80..0xa0).contains(&(c as u32)) => {
+                    out.push_str(&format!("\\u{{{:x}}}", c as u32))
+                }
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
+}
 
 /// How an atomic write treats an existing destination and what mode the file gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,8 +224,50 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], mode: WriteMode) -> io::Result<()
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_escapes_controls_and_bad_bytes() {
+        assert_eq!(shown_str("a b/c.gguf"), "a b/c.gguf");
+        assert_eq!(shown_str("x\x1b[2Ky\n"), "x\\x1b[2Ky\\n");
+        assert_eq!(shown_str("a\\b\x7f\u{9b}"), "a\\\\b\\x7f\\u{9b}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let p = Path::new(std::ffi::OsStr::from_bytes(b"w\xffz"));
+            assert_eq!(shown(p), "w\\xffz");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn open_regular_refuses_fifo_symlink_and_dir_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_regular(&fifo, Follow::Yes).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let file = dir.path().join("r");
+        std::fs::write(&file, b"abc").unwrap();
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(open_regular(&link, Follow::Yes).is_ok());
+        let e = open_regular(&link, Follow::No).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert!(open_regular(dir.path(), Follow::Yes).is_err());
+        assert_eq!(read_capped(&file, 3, Follow::No).unwrap(), b"abc");
+        assert!(read_capped(&file, 2, Follow::No).is_err());
+        // The returned descriptor blocks again (O_NONBLOCK cleared).
+        use std::os::fd::AsRawFd;
+        let (f, _) = open_regular(&file, Follow::No).unwrap();
+        // SAFETY: fcntl on an open descriptor.
+        let fl = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(fl & libc::O_NONBLOCK, 0);
+    }
 
     #[test]
     fn secret_is_0600_and_never_overwritten() {

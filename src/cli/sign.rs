@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use hallmark::fsutil::{write_atomic, WriteMode};
+use hallmark::fsutil::{self, write_atomic, WriteMode};
 use hallmark::signing::{self, HashType, SignOptions, SigningKey};
 use zeroize::Zeroizing;
 
@@ -29,18 +29,30 @@ pub struct Args {
     pub hash: String,
 }
 
-/// Read a private key file; its text is zeroized when dropped.
+/// Read a private key file (a regular file of at most 64 KiB, never blocking); its text is
+/// zeroized when dropped. Warns when the file is readable by group or others.
 pub fn read_private_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
-    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
-    anyhow::ensure!(
-        meta.len() <= 64 * 1024,
-        "{}: too large for a key file",
-        path.display()
+    let shown = fsutil::shown(path);
+    let (_, meta) =
+        fsutil::open_regular(path, fsutil::Follow::Yes).with_context(|| shown.clone())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            super::warn(format_args!(
+                "{shown}: private key is readable by group or others (mode {mode:04o}); \
+                 run `chmod 600 {shown}`"
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let bytes = Zeroizing::new(
+        fsutil::read_capped(path, 64 * 1024, fsutil::Follow::Yes).with_context(|| shown.clone())?,
     );
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?,
-    );
-    SigningKey::from_pem(&text).with_context(|| format!("{}", path.display()))
+    let text = std::str::from_utf8(&bytes).with_context(|| format!("{shown}: not UTF-8 text"))?;
+    SigningKey::from_pem(text).with_context(|| shown.clone())
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -62,7 +74,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         };
         let s = rel
             .to_str()
-            .with_context(|| format!("{}: not valid UTF-8", p.display()))?;
+            .with_context(|| format!("{}: not valid UTF-8", fsutil::shown(p)))?;
         ignore.push(s.replace('\\', "/"));
     }
     let opts = SignOptions {
@@ -75,7 +87,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let bundle = signing::sign_model(&a.model, &key, &opts, &|n| bar.inc(n))?;
     bar.finish_and_clear();
     write_atomic(&sig, &bundle.to_json(), WriteMode::Public)
-        .with_context(|| format!("writing {}", sig.display()))?;
+        .with_context(|| format!("writing {}", fsutil::shown(&sig)))?;
     let st = signing::statement::Statement::from_payload(&bundle.payload)?;
     let tensors: usize = st
         .tensors
@@ -84,7 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or(0);
     println!(
         "{}: signed {} file(s), {} tensor(s), {} with {} key {}",
-        sig.display(),
+        fsutil::shown(&sig),
         st.resources.len(),
         tensors,
         st.serialization.hash_type.name(),

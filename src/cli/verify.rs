@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use hallmark::fsutil;
 use hallmark::signing::{self, FileStatus, ModelReport, VerifyingKey};
 use serde_json::json;
 
@@ -24,22 +25,15 @@ pub struct Args {
     pub tensors: Vec<String>,
 }
 
+/// Read a key or bundle: a regular file (never blocks on a FIFO), at most `cap` bytes.
 fn read_capped(path: &Path, cap: u64) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
-    anyhow::ensure!(meta.is_file(), "{}: not a regular file", path.display());
-    anyhow::ensure!(
-        meta.len() <= cap,
-        "{}: larger than {} bytes",
-        path.display(),
-        cap
-    );
-    std::fs::read(path).with_context(|| format!("{}", path.display()))
+    fsutil::read_capped(path, cap, fsutil::Follow::Yes).with_context(|| fsutil::shown(path))
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let pem = read_capped(&a.public, 64 * 1024)?;
     let key = VerifyingKey::from_pem(&String::from_utf8_lossy(&pem))
-        .with_context(|| format!("{}", a.public.display()))?;
+        .with_context(|| format!("{}", fsutil::shown(&a.public)))?;
     let sig = a
         .sig
         .clone()
@@ -48,11 +42,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         a.model.symlink_metadata().is_ok(),
         "{}: no such file or directory",
-        a.model.display()
+        fsutil::shown(&a.model)
     );
     let display = |name: &str| -> String {
         if name == "." {
-            a.model.display().to_string()
+            fsutil::shown(&a.model)
         } else {
             name.to_string()
         }
@@ -65,7 +59,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 let v = json!({"model": a.model, "signature": sig, "valid": false, "error": e.to_string()});
                 println!("{v}");
             } else {
-                println!("{}: FAILED ({e})", a.model.display());
+                println!("{}: FAILED ({e})", fsutil::shown(&a.model));
             }
             return Ok(ExitCode::from(1));
         }
@@ -115,7 +109,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if valid {
             println!(
                 "{}: verified {} file(s), {} bytes, {}, key {}",
-                a.model.display(),
+                fsutil::shown(&a.model),
                 report.files.len(),
                 report.bytes_hashed,
                 report.hash_type.name(),
@@ -124,7 +118,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         } else {
             super::warn(format_args!(
                 "{}: verification FAILED: {} problem(s)",
-                a.model.display(),
+                fsutil::shown(&a.model),
                 report.problems().count()
             ));
         }

@@ -141,6 +141,69 @@ impl SigningError {
     }
 }
 
+/// Most files `sign` and `verify` hold open at once. Files are handled by this many plain threads
+/// (each file is hashed by the rayon pool inside), so a model of any number of files needs at
+/// most this many descriptors, whatever the rayon pool does while it waits.
+pub const MAX_OPEN_FILES: usize = 16;
+
+/// Run `f` on every item with at most [`MAX_OPEN_FILES`] (and at most the number of rayon
+/// threads) running at once; results come back in item order. The first error stops the
+/// remaining items from starting and is returned.
+pub(crate) fn map_files_bounded<I, T, E, F>(items: &[I], f: F) -> Result<Vec<T>, E>
+where
+    I: Sync,
+    T: Send,
+    E: Send,
+    F: Fn(&I) -> Result<T, E> + Sync,
+{
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let workers = rayon::current_num_threads()
+        .clamp(1, MAX_OPEN_FILES)
+        .min(items.len().max(1));
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let out: Mutex<Vec<Option<T>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let first_err: Mutex<Option<(usize, E)>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                match f(item) {
+                    Ok(t) => {
+                        if let Ok(mut o) = out.lock() {
+                            o[i] = Some(t);
+                        }
+                    }
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        if let Ok(mut fe) = first_err.lock() {
+                            // Report the error of the earliest item, as a sequential loop would.
+                            if fe.as_ref().is_none_or(|(j, _)| i < *j) {
+                                *fe = Some((i, e));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some((_, e)) = first_err.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    // Without an error every slot was filled (a worker that panicked re-raised at scope end).
+    Ok(out
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> SigningError + '_ {
     move |source| SigningError::Io {
         path: path.to_path_buf(),

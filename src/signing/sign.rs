@@ -1,20 +1,19 @@
 //! Signing a model: list its files, strictly parse every weight file, hash everything once
-//! (files in parallel, each file multi-threaded), and sign the OMS statement.
+//! (a few files at a time, each file multi-threaded), and sign the OMS statement.
 
 use std::path::{Path, PathBuf};
-
-use rayon::prelude::*;
 
 use super::bundle::Bundle;
 use super::hash::{blake3_bytes, hash_file, HashType};
 use super::keys::SigningKey;
-use super::model::{list_files, normalize_ignore, ModelFile};
+use super::model::{list_files, normalize_ignore};
 use super::statement::{
     FileTensors, HeaderDigest, Resource, Serialization, Statement, TensorDigest, TensorManifest,
     DEFAULT_IGNORES, TENSOR_DIGEST,
 };
-use super::{Progress, SigningError};
-use crate::weights::{self, MappedFile, ParsedFile};
+use super::{map_files_bounded, Progress, SigningError};
+use crate::fsutil::Follow;
+use crate::weights::{self, MappedFile};
 
 /// How to sign.
 #[derive(Clone, Debug)]
@@ -83,13 +82,6 @@ pub(crate) fn sig_relative(model: &Path, sig: Option<&Path>) -> Option<String> {
     Some(parts?.join("/")).filter(|s| !s.is_empty())
 }
 
-/// A file ready to hash: mapped, and parsed when it is a weight file.
-pub(crate) struct Prepared {
-    pub file: ModelFile,
-    pub map: MappedFile,
-    pub parsed: Option<ParsedFile>,
-}
-
 /// Sign `model` with `key`; returns the bundle (the caller writes it).
 ///
 /// Every `.safetensors` and `.gguf` file is parsed strictly first: a malformed weight file is an
@@ -119,52 +111,47 @@ pub fn sign_model(
         )));
     }
 
-    // Map and strictly parse everything before hashing anything.
-    let prepared = listing
-        .files
-        .into_par_iter()
-        .map(|file| {
-            let map = MappedFile::open(&file.path)?;
-            let parsed = if weights::is_weight_path(&file.path) {
-                Some(
-                    weights::parse(map.bytes()).map_err(|source| SigningError::Malformed {
-                        path: file.path.clone(),
-                        source,
-                    })?,
-                )
-            } else {
-                None
-            };
-            Ok(Prepared { file, map, parsed })
-        })
-        .collect::<Result<Vec<_>, SigningError>>()?;
+    // Each file is opened, strictly parsed (weight files), hashed and closed by one of a few
+    // workers, so memory and open descriptors do not grow with the number of files. A malformed
+    // weight file stops the files not yet started, and nothing is signed.
+    let follow = if opts.allow_symlinks {
+        Follow::Yes
+    } else {
+        Follow::No
+    };
+    let hashed = map_files_bounded(&listing.files, |file| {
+        let map = MappedFile::open_with(&file.path, follow)?;
+        let parsed = if weights::is_weight_path(&file.path) {
+            Some(
+                weights::parse(map.bytes()).map_err(|source| SigningError::Malformed {
+                    path: file.path.clone(),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
+        let spans: Vec<_> = parsed
+            .iter()
+            .flat_map(|pf| pf.tensors.iter().map(|t| t.range.clone()))
+            .collect();
+        let h = hash_file(map.bytes(), opts.hash_type, &spans, progress);
+        let header = parsed
+            .as_ref()
+            .map(|pf| blake3_bytes(&map.bytes()[pf.header.start as usize..pf.header.end as usize]));
+        map.ensure_unchanged()?;
+        Ok::<_, SigningError>((h, header, parsed))
+    })?;
 
-    let hashed = prepared
-        .par_iter()
-        .map(|p| {
-            let spans: Vec<_> = p
-                .parsed
-                .iter()
-                .flat_map(|pf| pf.tensors.iter().map(|t| t.range.clone()))
-                .collect();
-            let h = hash_file(p.map.bytes(), opts.hash_type, &spans, progress);
-            let header = p.parsed.as_ref().map(|pf| {
-                blake3_bytes(&p.map.bytes()[pf.header.start as usize..pf.header.end as usize])
-            });
-            p.map.ensure_unchanged()?;
-            Ok((h, header))
-        })
-        .collect::<Result<Vec<_>, SigningError>>()?;
-
-    let mut resources = Vec::with_capacity(prepared.len());
+    let mut resources = Vec::with_capacity(hashed.len());
     let mut files = Vec::new();
-    for (p, (h, header)) in prepared.iter().zip(hashed) {
+    for (file, (h, header, parsed)) in listing.files.iter().zip(hashed) {
         resources.push(Resource {
-            name: p.file.name.clone(),
+            name: file.name.clone(),
             algorithm: opts.hash_type,
             digest: h.file,
         });
-        if let (Some(pf), Some(hd)) = (&p.parsed, header) {
+        if let (Some(pf), Some(hd)) = (&parsed, header) {
             let tensors = pf
                 .tensors
                 .iter()
@@ -178,7 +165,7 @@ pub fn sign_model(
                 })
                 .collect();
             files.push(FileTensors {
-                name: p.file.name.clone(),
+                name: file.name.clone(),
                 format: pf.format,
                 header: HeaderDigest {
                     range: [pf.header.start, pf.header.end],

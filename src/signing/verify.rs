@@ -18,10 +18,11 @@ use rayon::prelude::*;
 use super::bundle::{pae, Bundle, PAYLOAD_TYPE};
 use super::hash::{blake3_bytes, hash_file, tensor_digest, HashType};
 use super::keys::VerifyingKey;
-use super::model::{list_files, normalize_ignore, sort_names};
+use super::model::{list_files, normalize_ignore, sort_names, ModelFile};
 use super::sign::sig_relative;
 use super::statement::{FileTensors, Statement, DEFAULT_IGNORES};
-use super::{io_err, Progress, SigningError};
+use super::{io_err, map_files_bounded, Progress, SigningError};
+use crate::fsutil::Follow;
 use crate::weights::MappedFile;
 
 /// A statement whose signature has been checked against a public key. Only [`verify_bundle`]
@@ -187,38 +188,55 @@ pub fn check_model(
         .flat_map(|m| m.files.iter().map(|f| (f.name.as_str(), f)))
         .collect();
 
-    // Hash every present file, computing signed tensor digests in the same pass.
-    let hashed = listing
-        .files
-        .par_iter()
-        .map(|f| {
-            let map = MappedFile::open(&f.path)?;
-            let ft = tensors.get(f.name.as_str());
-            let spans: Vec<_> = ft
-                .iter()
-                .flat_map(|t| t.tensors.iter().map(|x| x.range[0]..x.range[1]))
-                .collect();
-            let h = hash_file(map.bytes(), hash_type, &spans, progress);
-            let detail = ft.map(|t| tensor_detail(map.bytes(), t, &h.tensors));
-            map.ensure_unchanged()?;
-            Ok((f.name.clone(), h.file, detail, map.len()))
-        })
-        .collect::<Result<Vec<_>, SigningError>>()?;
-
     let signed: BTreeMap<&str, &[u8]> = st
         .resources
         .iter()
         .map(|r| (r.name.as_str(), r.digest.as_slice()))
         .collect();
+    let follow = if st.serialization.allow_symlinks {
+        Follow::Yes
+    } else {
+        Follow::No
+    };
+    let hash_one = |f: &ModelFile| {
+        let map = MappedFile::open_with(&f.path, follow)?;
+        let ft = tensors.get(f.name.as_str());
+        let spans: Vec<_> = ft
+            .iter()
+            .flat_map(|t| t.tensors.iter().map(|x| x.range[0]..x.range[1]))
+            .collect();
+        let h = hash_file(map.bytes(), hash_type, &spans, progress);
+        let detail = ft.map(|t| tensor_detail(map.bytes(), t, &h.tensors));
+        map.ensure_unchanged()?;
+        Ok::<_, SigningError>((f.name.clone(), h.file, detail, map.len()))
+    };
+    // Hash every present signed file, computing signed tensor digests in the same pass.
+    let (listed, unsigned): (Vec<&ModelFile>, Vec<&ModelFile>) = listing
+        .files
+        .iter()
+        .partition(|f| signed.contains_key(f.name.as_str()));
+    let hashed = map_files_bounded(&listed, |f| hash_one(f))?;
+    let mut present: std::collections::HashSet<String> =
+        listing.files.iter().map(|f| f.name.clone()).collect();
+    present.extend(listing.symlinks.iter().cloned());
+    let any_missing = signed.keys().any(|n| !present.contains(*n));
+    // An unsigned file is a failure whatever it holds, so it is hashed only when a signed file
+    // is missing (to tell a rename from an addition); otherwise a huge extra file costs nothing.
+    let extras: Vec<(String, Option<Vec<u8>>)> = if any_missing {
+        map_files_bounded(&unsigned, |f| hash_one(f))?
+            .into_iter()
+            .map(|(name, digest, _, _)| (name, Some(digest)))
+            .collect()
+    } else {
+        unsigned.iter().map(|f| (f.name.clone(), None)).collect()
+    };
+
     let mut reports = Vec::new();
-    let mut present = std::collections::HashSet::new();
-    let mut extras: Vec<(String, Vec<u8>)> = Vec::new();
     let mut bytes_hashed = 0;
     for (name, digest, detail, len) in hashed {
         bytes_hashed += len;
-        present.insert(name.clone());
         match signed.get(name.as_str()) {
-            None => extras.push((name, digest)),
+            None => {}
             Some(want) if *want == digest.as_slice() => reports.push(FileReport {
                 name,
                 status: FileStatus::Ok,
@@ -243,7 +261,6 @@ pub fn check_model(
         }
     }
     for s in &listing.symlinks {
-        present.insert(s.clone());
         reports.push(simple(s.clone(), FileStatus::Symlink));
     }
     // Missing files; a missing file whose digest an extra file carries was renamed.
@@ -253,9 +270,11 @@ pub fn check_model(
         .filter(|n| !present.contains(*n))
         .collect();
     for (name, digest) in extras {
-        let from = missing
-            .iter()
-            .position(|m| signed.get(m).is_some_and(|d| *d == digest.as_slice()));
+        let from = digest.and_then(|digest| {
+            missing
+                .iter()
+                .position(|m| signed.get(m).is_some_and(|d| *d == digest.as_slice()))
+        });
         match from {
             Some(i) => {
                 let from = missing.remove(i).to_string();
@@ -304,6 +323,41 @@ fn tensor_detail(bytes: &[u8], ft: &FileTensors, got: &[Option<[u8; 32]>]) -> (b
         .map(|(t, _)| t.name.clone())
         .collect();
     (!header_ok(bytes, ft), changed)
+}
+
+/// Why the file `name` inside `model` cannot be read for a partial check: missing, or reached
+/// through a symlink (the model path itself, a parent directory, or the file) while the
+/// signature does not allow symlinks. `None` when it may be opened.
+fn symlink_on_path(
+    model: &Path,
+    name: &str,
+    allow_symlinks: bool,
+) -> Result<Option<&'static str>, SigningError> {
+    let mut path = model.to_path_buf();
+    let parts: Vec<&str> = if name == "." {
+        vec![]
+    } else {
+        name.split('/').collect()
+    };
+    // The model path itself, then each component below it.
+    for i in 0..=parts.len() {
+        if i > 0 {
+            path.push(parts[i - 1]);
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() && !allow_symlinks => {
+                return Ok(Some(if i == parts.len() {
+                    "file is a symlink"
+                } else {
+                    "a parent directory is a symlink"
+                }))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some("file missing")),
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+    }
+    Ok(None)
 }
 
 /// The result of checking one named tensor.
@@ -360,25 +414,20 @@ pub fn verify_tensors(
             ok: false,
             reason: Some(why.to_string()),
         };
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                out.extend(
-                    tis.iter()
-                        .map(|&ti| fail(&f.tensors[ti].name, "file missing")),
-                );
+        match symlink_on_path(model, &f.name, st.serialization.allow_symlinks) {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                out.extend(tis.iter().map(|&ti| fail(&f.tensors[ti].name, why)));
                 continue;
             }
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        if meta.file_type().is_symlink() && !st.serialization.allow_symlinks {
-            out.extend(
-                tis.iter()
-                    .map(|&ti| fail(&f.tensors[ti].name, "file is a symlink")),
-            );
-            continue;
+            Err(e) => return Err(e),
         }
-        let map = MappedFile::open(&path)?;
+        let follow = if st.serialization.allow_symlinks {
+            Follow::Yes
+        } else {
+            Follow::No
+        };
+        let map = MappedFile::open_with(&path, follow)?;
         let bytes = map.bytes();
         let hdr = header_ok(bytes, f);
         let checks: Vec<TensorCheck> = tis

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::error::{FormatError, IoContext};
+use crate::fsutil::{open_regular, Follow};
 
 /// Files smaller than this are read into memory: mapping them costs more than it saves.
 const MMAP_THRESHOLD: u64 = 16 * 1024;
@@ -43,16 +44,18 @@ impl std::fmt::Debug for MappedFile {
 }
 
 impl MappedFile {
-    /// Open and map (or read) `path`.
+    /// Open and map (or read) `path`, following a symlink.
+    ///
+    /// Anything but a regular file (a FIFO, socket, device or directory) is refused without
+    /// blocking (see [`open_regular`]).
     pub fn open(path: &Path) -> Result<Self, FormatError> {
-        let file = File::open(path).with_path(path)?;
-        let meta = file.metadata().with_path(path)?;
-        if !meta.is_file() {
-            return Err(FormatError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
-            });
-        }
+        Self::open_with(path, Follow::Yes)
+    }
+
+    /// [`MappedFile::open`], refusing a symlink in the last component when `follow` is
+    /// [`Follow::No`] (signing and verification, where symlinks are refused unless allowed).
+    pub fn open_with(path: &Path, follow: Follow) -> Result<Self, FormatError> {
+        let (file, meta) = open_regular(path, follow).with_path(path)?;
         let len = meta.len();
         let mtime = meta.modified().ok();
         let backing = if len >= MMAP_THRESHOLD {
