@@ -1,5 +1,6 @@
 //! Decode speed of the SmolLM2-135M Q4_1 runner at batch 1 and batched, against
 //! candle-transformers' quantized llama on the same file, and the sampler's share of a step.
+//! The runner is timed with each kernel this CPU supports (`hallmark_batch1/avx2`, ...).
 //! Needs test-models/fetch.sh. `cargo bench --bench generate`.
 
 use std::hint::black_box;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hallmark::generate::reference::ReferenceModel;
-use hallmark::generate::{LlamaModel, Runner};
+use hallmark::generate::{Kernel, LlamaModel, Runner};
 use hallmark::textmark::sampler_for_key;
 use hallmark::textmark::sampling::{PlainSampler, SamplingParams, TokenSampler};
 
@@ -24,47 +25,50 @@ fn prompt_ids() -> (Runner, Vec<u32>) {
 }
 
 fn decode(c: &mut Criterion) {
-    let (runner, ids) = prompt_ids();
-    let model: &LlamaModel = &runner.model;
+    let (mut runner, ids) = prompt_ids();
+    let filler: Vec<u32> = ids.iter().cycle().take(WARM).copied().collect();
     let mut g = c.benchmark_group("decode_step");
     g.sample_size(20).measurement_time(Duration::from_secs(6));
+    for kernel in Kernel::supported() {
+        runner.model.set_kernel(kernel).expect("supported kernel");
+        let model: &LlamaModel = &runner.model;
 
-    // hallmark runner, batch 1: one token at a fixed context length.
-    let mut st = model.new_state(1, ids.len() + WARM + 1).expect("state");
-    model.forward(&mut st, &ids, None, false).expect("prefill");
-    let filler: Vec<u32> = ids.iter().cycle().take(WARM).copied().collect();
-    model.forward(&mut st, &filler, None, false).expect("warm");
-    let at = st.len();
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("hallmark_batch1", |b| {
-        b.iter(|| {
-            st.rewind(at);
-            black_box(
-                model
-                    .forward(&mut st, &[ids[0]], None, false)
-                    .expect("step")[0],
-            )
-        })
-    });
+        // hallmark runner, batch 1: one token at a fixed context length.
+        let mut st = model.new_state(1, ids.len() + WARM + 1).expect("state");
+        model.forward(&mut st, &ids, None, false).expect("prefill");
+        model.forward(&mut st, &filler, None, false).expect("warm");
+        let at = st.len();
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(format!("hallmark_batch1/{}", kernel.name()), |b| {
+            b.iter(|| {
+                st.rewind(at);
+                black_box(
+                    model
+                        .forward(&mut st, &[ids[0]], None, false)
+                        .expect("step")[0],
+                )
+            })
+        });
 
-    // hallmark runner, 16 sequences per forward pass.
-    let batch = 16;
-    let mut st = model.new_state(batch, ids.len() + WARM + 1).expect("state");
-    let toks: Vec<u32> = (0..batch).flat_map(|_| ids.iter().copied()).collect();
-    model
-        .forward(&mut st, &toks, Some(&vec![0; batch]), false)
-        .expect("prefill");
-    let fill: Vec<u32> = (0..batch).flat_map(|_| filler.iter().copied()).collect();
-    model.forward(&mut st, &fill, None, false).expect("warm");
-    let at = st.len();
-    let step: Vec<u32> = vec![ids[0]; batch];
-    g.throughput(Throughput::Elements(batch as u64));
-    g.bench_function("hallmark_batch16", |b| {
-        b.iter(|| {
-            st.rewind(at);
-            black_box(model.forward(&mut st, &step, None, false).expect("step")[0])
-        })
-    });
+        // hallmark runner, 16 sequences per forward pass.
+        let batch = 16;
+        let mut st = model.new_state(batch, ids.len() + WARM + 1).expect("state");
+        let toks: Vec<u32> = (0..batch).flat_map(|_| ids.iter().copied()).collect();
+        model
+            .forward(&mut st, &toks, Some(&vec![0; batch]), false)
+            .expect("prefill");
+        let fill: Vec<u32> = (0..batch).flat_map(|_| filler.iter().copied()).collect();
+        model.forward(&mut st, &fill, None, false).expect("warm");
+        let at = st.len();
+        let step: Vec<u32> = vec![ids[0]; batch];
+        g.throughput(Throughput::Elements(batch as u64));
+        g.bench_function(format!("hallmark_batch16/{}", kernel.name()), |b| {
+            b.iter(|| {
+                st.rewind(at);
+                black_box(model.forward(&mut st, &step, None, false).expect("step")[0])
+            })
+        });
+    }
 
     // candle-transformers' quantized llama (the reference), batch 1. Its KV cache grows by
     // concatenation; the context is re-primed (untimed) every 32 steps so it stays near WARM.

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use hallmark::generate::reference::ReferenceModel;
 use hallmark::generate::{
-    generate, generate_batch, token_logprobs, GenerateOptions, LlamaModel, Runner,
+    generate, generate_batch, token_logprobs, GenerateOptions, Kernel, LlamaModel, Runner,
 };
 use hallmark::textmark::sampling::{argmax, PlainSampler, SamplingParams, TokenSampler};
 
@@ -196,11 +196,38 @@ fn loop_calls_the_sampler_once_per_step_with_the_growing_context() {
         .all(|&v| v == runner.model.config().vocab));
 }
 
-/// Prompts of different lengths in one batch (left padding + mask) give the same logits and
-/// greedy tokens as each prompt alone.
+/// Every kernel this CPU runs, each check below repeated per kernel: a machine with AVX-512
+/// also checks the AVX2 and scalar paths.
+fn kernels() -> Vec<Kernel> {
+    let k = Kernel::supported();
+    assert_eq!(
+        k.first(),
+        Some(&Kernel::Scalar),
+        "the scalar kernel always runs"
+    );
+    eprintln!(
+        "kernels checked: {:?}",
+        k.iter().map(|k| k.name()).collect::<Vec<_>>()
+    );
+    k
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Prompts of different lengths in one batch (left padding + mask) give bit for bit the same
+/// logits and greedy tokens as each prompt alone, on every kernel.
 #[test]
 fn batched_generation_equals_one_at_a_time() {
-    let runner = Runner::load(&smollm2()).expect("load");
+    let mut runner = Runner::load(&smollm2()).expect("load");
+    for kernel in kernels() {
+        runner.model.set_kernel(kernel).expect("supported kernel");
+        batched_equals_alone(&runner, kernel);
+    }
+}
+
+fn batched_equals_alone(runner: &Runner, kernel: Kernel) {
     let prompts: Vec<Vec<u32>> = [
         "Hi.",
         "Write a haiku about autumn leaves falling.",
@@ -229,12 +256,10 @@ fn batched_generation_equals_one_at_a_time() {
             .model
             .forward(&mut one, p, None, false)
             .expect("alone");
-        let diff = alone
-            .iter()
-            .zip(&batched[i * vocab..(i + 1) * vocab])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(diff < 1e-3, "prompt {i}: logits differ by {diff}");
+        assert!(
+            bits(alone) == bits(&batched[i * vocab..(i + 1) * vocab]),
+            "{kernel:?}, prompt {i}: batched logits differ from the prompt alone"
+        );
     }
     let greedy = || {
         PlainSampler::new(
@@ -253,7 +278,117 @@ fn batched_generation_equals_one_at_a_time() {
     for (p, g) in prompts.iter().zip(&gens) {
         let mut one = greedy();
         let (alone, _) = generate(&runner.model, p, &opts(12), &mut one, |_| {}).expect("alone");
-        assert_eq!(alone.ids, g.ids);
+        assert_eq!(alone.ids, g.ids, "{kernel:?}");
+    }
+}
+
+/// All kernels give bit-identical logits on the real model: a prefill, greedy decode steps
+/// (one row per pass) and a batched pass with padding.
+#[test]
+fn every_kernel_gives_the_same_logits_on_the_real_model() {
+    let mut model = LlamaModel::load(&smollm2()).expect("load");
+    let ids = chat_ids(&model);
+    let mut runs: Vec<(Kernel, Vec<u32>)> = Vec::new();
+    for kernel in kernels() {
+        model.set_kernel(kernel).expect("supported kernel");
+        assert_eq!(model.kernel(), kernel);
+        let mut all = Vec::new();
+        let mut st = model.new_state(1, ids.len() + 6).expect("state");
+        let mut logits = model
+            .forward(&mut st, &ids, None, false)
+            .expect("prefill")
+            .to_vec();
+        for _ in 0..6 {
+            all.extend(bits(&logits));
+            let next = argmax(&logits);
+            logits = model
+                .forward(&mut st, &[next], None, false)
+                .expect("step")
+                .to_vec();
+        }
+        let mut st = model.new_state(2, ids.len()).expect("state");
+        let toks: Vec<u32> = [0, 0, 0]
+            .iter()
+            .chain(&ids[3..])
+            .chain(&ids)
+            .copied()
+            .collect();
+        all.extend(bits(
+            model
+                .forward(&mut st, &toks, Some(&[3, 0][..]), true)
+                .expect("batch"),
+        ));
+        runs.push((kernel, all));
+    }
+    let (first, want) = &runs[0];
+    for (kernel, got) in &runs[1..] {
+        let differing = got.iter().zip(want).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            differing, 0,
+            "{kernel:?} vs {first:?}: {differing} logits differ"
+        );
+    }
+}
+
+/// `HALLMARK_KERNEL` forces a kernel: every supported one generates the same tokens through the
+/// CLI, and an unknown or unsupported one is a clear error (exit 2).
+#[test]
+fn hallmark_kernel_forces_a_kernel() {
+    let model = smollm2();
+    let args = [
+        "generate",
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--no-watermark",
+        "--prompt",
+        "Say hello.",
+        "--max-tokens",
+        "8",
+        "--seed",
+        "5",
+        "--json",
+    ];
+    let mut seen = None;
+    for kernel in kernels() {
+        let out = hallmark()
+            .args(args)
+            .env("HALLMARK_KERNEL", kernel.name())
+            .output()
+            .expect("run hallmark");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let ids = v["token_ids"].clone();
+        assert!(ids.as_array().is_some_and(|a| !a.is_empty()));
+        match &seen {
+            None => seen = Some(ids),
+            Some(first) => assert_eq!(&ids, first, "{kernel:?}"),
+        }
+    }
+    let mut bad = vec![("sse9", "is not a kernel")];
+    bad.extend(
+        Kernel::ALL
+            .iter()
+            .filter(|k| !k.is_supported())
+            .map(|k| (k.name(), "which this CPU lacks")),
+    );
+    for (name, needle) in bad {
+        let out = hallmark()
+            .args(args)
+            .env("HALLMARK_KERNEL", name)
+            .output()
+            .expect("run hallmark");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.starts_with("hallmark: ") && err.contains(needle),
+            "{name}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
+        assert!(out.stdout.is_empty(), "{name}");
     }
 }
 
@@ -453,24 +588,31 @@ fn bad_input_exits_2_with_a_message() {
     );
 }
 
-/// Log-probabilities recorded while sampling (one token at a time, KV cache) equal those of one
-/// forward pass over the finished text (perplexity scoring).
+/// Log-probabilities recorded while sampling (one token at a time, KV cache) equal, bit for
+/// bit, those of one forward pass over the finished text (perplexity scoring), on every kernel.
 #[test]
 fn recorded_logprobs_equal_a_scoring_pass() {
-    let runner = Runner::load(&smollm2()).expect("load");
+    let mut runner = Runner::load(&smollm2()).expect("load");
     let prompt = runner.prompt_ids("Describe a forest.").expect("prompt");
-    let mut s = PlainSampler::new(SamplingParams::default(), 9);
-    let o = GenerateOptions {
-        max_tokens: 12,
-        record_logprobs: true,
-        ..Default::default()
-    };
-    let (g, _) = generate(&runner.model, &prompt, &o, &mut s, |_| {}).expect("generate");
-    assert_eq!(g.logprobs.len(), g.ids.len());
-    let mut full = prompt.clone();
-    full.extend(&g.ids);
-    let scored = token_logprobs(&runner.model, &[(full, prompt.len())]).expect("score");
-    for (a, b) in g.logprobs.iter().zip(&scored[0]) {
-        assert!(*a <= 0.0 && (a - b).abs() < 0.02, "{a} vs {b}");
+    for kernel in kernels() {
+        runner.model.set_kernel(kernel).expect("supported kernel");
+        let mut s = PlainSampler::new(SamplingParams::default(), 9);
+        let o = GenerateOptions {
+            max_tokens: 12,
+            record_logprobs: true,
+            ..Default::default()
+        };
+        let (g, _) = generate(&runner.model, &prompt, &o, &mut s, |_| {}).expect("generate");
+        assert_eq!(g.logprobs.len(), g.ids.len());
+        let mut full = prompt.clone();
+        full.extend(&g.ids);
+        let scored = token_logprobs(&runner.model, &[(full, prompt.len())]).expect("score");
+        assert_eq!(scored[0].len(), g.ids.len());
+        for (a, b) in g.logprobs.iter().zip(&scored[0]) {
+            assert!(
+                *a <= 0.0 && a.to_bits() == b.to_bits(),
+                "{kernel:?}: {a} vs {b}"
+            );
+        }
     }
 }

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::textmark::sampling::TokenSampler;
+pub use kernels::Kernel;
 pub use model::{LlamaConfig, LlamaModel, ModelMeta, State};
 
 /// Errors from loading a model or generating.
@@ -63,6 +64,9 @@ pub enum GenerateError {
         /// The key's tokenizer source.
         key_tokenizer: String,
     },
+    /// A forced kernel that is unknown or that this CPU cannot run.
+    #[error("{0}")]
+    Kernel(#[from] kernels::KernelError),
     /// An empty prompt (nothing to condition on).
     #[error("the prompt has no tokens")]
     EmptyPrompt,

@@ -13,7 +13,7 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 use rayon::prelude::*;
 
-use super::kernels::{dot_f32, PackedMatrix, QuantRows, QK};
+use super::kernels::{dot_f32, Kernel, PackedMatrix, QuantRows, QK};
 use super::GenerateError;
 
 /// Shape hyper-parameters from the GGUF metadata (`llama.*`).
@@ -84,16 +84,24 @@ impl Fused {
     }
 
     /// `out` is `n x sum(rows)`, row-major, parts side by side.
-    fn matmul(&self, x: &[f32], n: usize, qx: &mut QuantRows, tmp: &mut Vec<f32>, out: &mut [f32]) {
+    fn matmul(
+        &self,
+        x: &[f32],
+        n: usize,
+        qx: &mut QuantRows,
+        tmp: &mut Vec<f32>,
+        out: &mut [f32],
+        kernel: Kernel,
+    ) {
         match self {
-            Self::One(m) => m.matmul(x, n, qx, out),
+            Self::One(m) => m.matmul(x, n, qx, out, kernel),
             Self::Many(parts) => {
                 let total: usize = parts.iter().map(|p| p.rows()).sum();
                 let mut off = 0;
                 for p in parts {
                     let r = p.rows();
                     tmp.resize(n * r, 0.0);
-                    p.matmul(x, n, qx, tmp);
+                    p.matmul(x, n, qx, tmp, kernel);
                     for i in 0..n {
                         out[i * total + off..i * total + off + r]
                             .copy_from_slice(&tmp[i * r..(i + 1) * r]);
@@ -121,6 +129,8 @@ pub struct LlamaModel {
     /// pass, so the ~150 parallel regions of a step use work stealing instead of each parking
     /// the caller on a futex.
     pool: rayon::ThreadPool,
+    /// The dot-product kernel (all give the same bits; see [`Kernel`]).
+    kernel: Kernel,
 }
 
 fn bad(path: &Path, msg: impl Into<String>) -> GenerateError {
@@ -193,8 +203,10 @@ impl LlamaModel {
         Self::load_opts(path, dense, threads)
     }
 
-    /// Load with `threads` worker threads (at least 1).
+    /// Load with `threads` worker threads (at least 1). The kernel is the best this CPU runs,
+    /// or the one `HALLMARK_KERNEL` names (an error if unknown or unsupported here).
     pub fn load_opts(path: &Path, dense: bool, threads: usize) -> Result<Self, GenerateError> {
+        let kernel = Kernel::from_env()?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("hallmark-gen-{i}"))
@@ -362,6 +374,7 @@ impl LlamaModel {
             rope_cos,
             rope_sin,
             pool,
+            kernel,
         })
     }
 
@@ -410,6 +423,18 @@ impl LlamaModel {
         self.pool
             .install(|| self.forward_in_pool(st, tokens, pads, all))?;
         Ok(&st.s.logits)
+    }
+
+    /// The dot-product kernel in use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Use `kernel` from now on (an error if this CPU cannot run it). Every kernel gives the
+    /// same logits; tests switch to compare them.
+    pub fn set_kernel(&mut self, kernel: Kernel) -> Result<(), GenerateError> {
+        self.kernel = kernel.require()?;
+        Ok(())
     }
 
     /// Worker threads of the model's pool.
@@ -469,7 +494,7 @@ impl LlamaModel {
             rms_norm(&s.x, &layer.attn_norm, c.rms_eps, &mut s.h, d);
             layer
                 .wqkv
-                .matmul(&s.h, n, &mut s.qx, &mut s.tmp, &mut s.qkv);
+                .matmul(&s.h, n, &mut s.qx, &mut s.tmp, &mut s.qkv, self.kernel);
             // RoPE on q and k, then k and v into the cache.
             let (kc, vc) = (&mut st.k[li], &mut st.v[li]);
             for bi in 0..b {
@@ -548,14 +573,14 @@ impl LlamaModel {
                     .enumerate()
                     .for_each_init(Vec::new, |scores, t| attend(scores, t));
             }
-            layer.wo.matmul(&s.att, n, &mut s.qx, &mut s.o);
+            layer.wo.matmul(&s.att, n, &mut s.qx, &mut s.o, self.kernel);
             for (x, o) in s.x.iter_mut().zip(&s.o) {
                 *x += o;
             }
             rms_norm(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.h, d);
             layer
                 .w_gate_up
-                .matmul(&s.h, n, &mut s.qx, &mut s.tmp, &mut s.gu);
+                .matmul(&s.h, n, &mut s.qx, &mut s.tmp, &mut s.gu, self.kernel);
             let ff = c.n_ff;
             for i in 0..n {
                 let (g, u) = s.gu[i * 2 * ff..(i + 1) * 2 * ff].split_at(ff);
@@ -563,7 +588,9 @@ impl LlamaModel {
                     *a = gv / (1.0 + (-gv).exp()) * uv;
                 }
             }
-            layer.w_down.matmul(&s.act, n, &mut s.qx, &mut s.o);
+            layer
+                .w_down
+                .matmul(&s.act, n, &mut s.qx, &mut s.o, self.kernel);
             for (x, o) in s.x.iter_mut().zip(&s.o) {
                 *x += o;
             }
@@ -582,7 +609,7 @@ impl LlamaModel {
         }
         let out = self.output.as_ref().unwrap_or(&self.embed);
         s.logits.resize(rows.len() * c.vocab, 0.0);
-        out.matmul(&s.h, rows.len(), &mut s.qx, &mut s.logits);
+        out.matmul(&s.h, rows.len(), &mut s.qx, &mut s.logits, self.kernel);
         Ok(())
     }
 }
