@@ -43,6 +43,30 @@ pub enum TokenizerError {
     /// Encoding or decoding failed inside the `tokenizers` crate.
     #[error("tokenizer: {0}")]
     Tokenize(String),
+    /// The `tokenizers` crate panicked (e.g. a pathological split regex hit Oniguruma's retry
+    /// limit). Tokenizers embedded in keys are untrusted input, so a panic is caught at this
+    /// boundary and becomes an error of the one tokenizer involved.
+    #[error("tokenizer failed: {0}")]
+    Panicked(String),
+}
+
+/// Run `f`, turning a panic inside it into [`TokenizerError::Panicked`].
+fn guarded<T>(f: impl FnOnce() -> Result<T, TokenizerError>) -> Result<T, TokenizerError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|payload| Err(TokenizerError::Panicked(panic_message(&*payload))))
+}
+
+/// The text of a panic payload (`&str` or `String`), else a placeholder.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".into())
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A loaded tokenizer with the special-token ids a generation loop needs.
@@ -111,6 +135,10 @@ impl Tokenizer {
     /// (`<s>`, `<|begin_of_text|>`, ... and `</s>`, `<|endoftext|>`, `<|im_end|>`, ...), since
     /// the file itself does not name them.
     pub fn from_json(text: &str) -> Result<Self, TokenizerError> {
+        guarded(|| Self::from_json_unguarded(text))
+    }
+
+    fn from_json_unguarded(text: &str) -> Result<Self, TokenizerError> {
         let mut inner: tokenizers::Tokenizer = text
             .parse()
             .map_err(|e| TokenizerError::Json(format!("{e}")))?;
@@ -231,25 +259,31 @@ impl Tokenizer {
 
     /// Token ids of `text`, with no special tokens added (no BOS, no post-processor template).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Tokenize(format!("{e}")))?;
-        Ok(enc.get_ids().to_vec())
+        guarded(|| {
+            let enc = self
+                .inner
+                .encode_fast(text, false)
+                .map_err(|e| TokenizerError::Tokenize(format!("{e}")))?;
+            Ok(enc.get_ids().to_vec())
+        })
     }
 
     /// Text of `ids`; special tokens (BOS, EOS, chat markers) are left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| TokenizerError::Tokenize(format!("{e}")))
+        guarded(|| {
+            self.inner
+                .decode(ids, true)
+                .map_err(|e| TokenizerError::Tokenize(format!("{e}")))
+        })
     }
 
     /// Text of `ids` with special tokens kept.
     pub fn decode_with_special(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| TokenizerError::Tokenize(format!("{e}")))
+        guarded(|| {
+            self.inner
+                .decode(ids, false)
+                .map_err(|e| TokenizerError::Tokenize(format!("{e}")))
+        })
     }
 
     /// Number of token ids (including added tokens).

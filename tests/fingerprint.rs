@@ -358,8 +358,9 @@ fn hostile_inputs_are_refused_cleanly() {
     .status
     .success());
     let (code, v) = detect_json(&small, &reg);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "undecided has its own exit code: {v}");
     assert_eq!(v["decided"], false, "{v}");
+    assert!(v["p_value"].is_null(), "{v}");
 
     // A suspect of another architecture and size is answered, not crashed on.
     let bert = write_model(
@@ -372,7 +373,9 @@ fn hostile_inputs_are_refused_cleanly() {
     assert_eq!(code, 1);
     assert_eq!(v["decided"], true);
 
-    // A corrupt fingerprint in the registry is an error, not a silent skip.
+    // A corrupt fingerprint in the registry is an error result of its own, not a silent skip,
+    // and it does not blind the valid entries: the good suspect still matches (exit 0), and an
+    // unrelated one gets exit 2 (no match over an incomplete registry is never claimed).
     std::fs::write(
         reg.join("broken.fp"),
         br#"{"format":"hallmark-fingerprint","version":1}"#,
@@ -384,8 +387,12 @@ fn hostile_inputs_are_refused_cleanly() {
         "--registry",
         reg.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.fp"));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken"));
+    let (code, v) = detect_json(&bert, &reg);
+    assert_eq!(code, 2, "{v}");
+    let broken = result(&v, "broken");
+    assert!(broken["error"].is_string() && broken["p_value"].is_null(), "{v}");
 }
 
 /// A sharded directory is one model: fingerprint it, then find a GGUF copy; and the reverse.

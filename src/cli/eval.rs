@@ -22,8 +22,9 @@ pub struct Args {
     /// Human-written documents, JSON Lines with a `text` field.
     #[arg(long, default_value = "test-models/human/fortunes.jsonl")]
     pub human: PathBuf,
-    /// Output directory (report.md, results.json, samples.jsonl, PNG plots).
-    #[arg(long, default_value = "docs/eval")]
+    /// Output directory (report.md, results.json, samples.jsonl, PNG plots). The committed
+    /// report in docs/eval is regenerated only when asked for with `--out docs/eval`.
+    #[arg(long, default_value = "hallmark-eval")]
     pub out: PathBuf,
     /// Use only the first N prompts.
     #[arg(long)]
@@ -41,6 +42,9 @@ pub struct Args {
     /// model, prompts, tokens and seed) instead of generating again.
     #[arg(long)]
     pub reuse: bool,
+    /// Print the results (results.json's content) as JSON instead of the Markdown report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -170,7 +174,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
     write("report.md", render_markdown(&report, &command).as_bytes())?;
-    println!("{}", render_markdown(&report, &command));
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", render_markdown(&report, &command));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,6 +15,9 @@ pub struct Args {
     /// Name recorded in the fingerprint (default: the model's file or directory name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -33,6 +36,20 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     write_atomic(&a.out, &bytes, WriteMode::Public)
         .with_context(|| format!("writing {}", a.out.display()))?;
     let mut out = std::io::stdout().lock();
+    if a.json {
+        let v = serde_json::json!({
+            "model": a.model.display().to_string(),
+            "name": fp.name,
+            "out": a.out.display().to_string(),
+            "vocab": fp.vocab,
+            "hidden": fp.hidden,
+            "token_rows": fp.embedding.rows.len(),
+            "probes": fp.probes.len(),
+            "bytes": bytes.len(),
+        });
+        writeln!(out, "{v}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     writeln!(
         out,
         "{}: fingerprint `{}` ({} x {} embedding, {} token rows, {} probes, {} bytes) -> {}",

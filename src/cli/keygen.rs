@@ -8,9 +8,12 @@ use hallmark::signing::{KeyAlg, SigningKey};
 /// `hallmark keygen`
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Output prefix: writes PREFIX.key and PREFIX.pub.
+    /// Output prefix: writes PREFIX.key and PREFIX.pub (a name, not a directory: `keys/alice`).
     #[arg(long)]
     pub out: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
     /// Signature algorithm (model_signing accepts only p256 keys).
     #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "p256"])]
     pub alg: String,
@@ -28,6 +31,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         KeyAlg::Ed25519
     };
+    // A directory (or a prefix ending in `/`) would give hidden files `DIR/.key`, `DIR/.pub`.
+    let ends_with_sep = a.out.as_os_str().to_string_lossy().ends_with(['/', '\\']);
+    let stem = a.out.file_name().map(|n| n.to_string_lossy().into_owned());
+    if ends_with_sep || a.out.is_dir() || stem.as_deref().is_none_or(|n| n.starts_with('.')) {
+        anyhow::bail!(
+            "{}: --out is a file prefix such as keys/alice (writes keys/alice.key and \
+             keys/alice.pub), not a directory or a hidden name",
+            a.out.display()
+        );
+    }
     let key_path = with_ext(&a.out, ".key");
     let pub_path = with_ext(&a.out, ".pub");
     // Refuse before writing anything, so a half-made pair is never left behind.
@@ -47,6 +60,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         WriteMode::PublicNoClobber,
     )
     .with_context(|| format!("writing {}", pub_path.display()))?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "private_key": key_path.display().to_string(),
+                "public_key": pub_path.display().to_string(),
+                "alg": alg.name(),
+                "hint": public.hint(),
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{}: private key ({}, mode 0600)",
         key_path.display(),

@@ -959,10 +959,26 @@ fn write_dir(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    crate::fsutil::remove_stale_temps(parent);
     let tmp = tempfile::Builder::new()
-        .prefix(".hallmark-tmp-")
+        .prefix(&crate::fsutil::temp_prefix())
         .tempdir_in(parent)
-        .map_err(io_err(parent))?;
+        .map_err(|e| io_err(out)(std::io::Error::from(e.kind())))?;
+    // Tracked so that an interrupt removes it (the TempDir guard cannot run on a signal).
+    let tmp_path = tmp.path().to_path_buf();
+    crate::fsutil::track_temp(&tmp_path);
+    let r = fill_dir(model, out, tmp, paths, outputs);
+    crate::fsutil::untrack_temp(&tmp_path);
+    r
+}
+
+fn fill_dir(
+    model: &Path,
+    out: &Path,
+    tmp: tempfile::TempDir,
+    paths: &[PathBuf],
+    outputs: &[Vec<u8>],
+) -> Result<(), MarkError> {
     copy_tree(model, tmp.path(), paths, outputs, model)?;
     #[cfg(unix)]
     {
@@ -986,6 +1002,12 @@ fn write_dir(
     })
 }
 
+/// File names of signature bundles (`model.sig`, `model.p256.sig`, `*.sigstore.json`).
+pub fn is_bundle_name(name: &std::ffi::OsStr) -> bool {
+    let n = name.to_string_lossy();
+    n.ends_with(".sig") || n.ends_with(".sigstore.json")
+}
+
 fn copy_tree(
     src: &Path,
     dst: &Path,
@@ -997,6 +1019,11 @@ fn copy_tree(
         let e = e.map_err(io_err(src))?;
         let p = e.path();
         let target = dst.join(e.file_name());
+        // A signature bundle of the original never verifies the marked copy: leave it out
+        // (`mark --key` signs the copy afresh).
+        if is_bundle_name(&e.file_name()) && !paths.contains(&p) {
+            continue;
+        }
         if p.is_dir() {
             std::fs::create_dir(&target).map_err(io_err(&target))?;
             copy_tree(&p, &target, paths, outputs, root)?;

@@ -2,8 +2,13 @@
 //! fingerprints (`.fp`) that `detect` tests every suspect against.
 //!
 //! The directory is `--registry DIR`, else `$HALLMARK_REGISTRY`, else `./keys`. Entries are plain
-//! files; registering copies a file in atomically after checking that it is what its extension
-//! says, so a half-copied or mistyped entry never sits in the registry.
+//! files. [`register`] validates an entry completely (it parses, its parameters are in range, a
+//! key's embedded tokenizer loads and round-trips a sample text) before copying it in
+//! atomically, so a half-copied or malformed entry never sits in the registry by hallmark's
+//! hand. A registry can still be edited by other means, so reading it fails safe: the walk is
+//! bounded ([`MAX_DEPTH`], [`MAX_ENTRY_BYTES`]), and [`Registry::validate`] separates the entries
+//! that can be used from the broken ones, which `detect` reports by name instead of failing the
+//! whole run (or skipping them silently).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +16,15 @@ use crate::fsutil::{write_atomic, WriteMode};
 
 /// Environment variable naming the default registry directory.
 pub const REGISTRY_ENV: &str = "HALLMARK_REGISTRY";
+
+/// Deepest sub-directory level scanned (the registry directory itself is level 0).
+pub const MAX_DEPTH: usize = 8;
+
+/// Largest registry file read (a key with an embedded tokenizer is a few MB).
+pub const MAX_ENTRY_BYTES: u64 = 64 << 20;
+
+/// The sample text a key's tokenizer must round-trip at registration.
+const SAMPLE_TEXT: &str = "The quick brown fox jumps over the lazy dog, 12 times in 2024.";
 
 /// What a registry entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,6 +55,14 @@ impl EntryKind {
             Self::Fingerprint => Some("hallmark-fingerprint"),
         }
     }
+    /// A short label for messages and results.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::SignerKey => "signer public key",
+            Self::WatermarkKey => "watermark key",
+            Self::Fingerprint => "fingerprint",
+        }
+    }
 }
 
 /// Errors from reading or writing the registry.
@@ -54,7 +76,7 @@ pub enum RegistryError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A file that cannot be registered.
+    /// A file that cannot be registered or used.
     #[error("{}: {reason}", path.display())]
     Invalid {
         /// The offending file.
@@ -71,6 +93,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     }
 }
 
+fn invalid(path: &Path, reason: impl Into<String>) -> RegistryError {
+    RegistryError::Invalid {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
 /// One registered file.
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -82,11 +111,50 @@ pub struct Entry {
     pub path: PathBuf,
 }
 
+/// Something in the registry directory that could not be used: an entry that is too large or
+/// fails validation, or a directory that could not be (or was not) walked.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    /// The entry, when the problem is one file; `None` for a directory.
+    pub entry: Option<Entry>,
+    /// The path involved.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub reason: String,
+    /// Which suspects the entry would have been tested against (text, weights).
+    pub applies_to: Applies,
+}
+
+/// Which kinds of suspect an entry is tested against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applies {
+    /// Text suspects (text watermark keys).
+    pub text: bool,
+    /// Weight suspects (fingerprints, weight-mark keys, signer keys).
+    pub weights: bool,
+}
+
+impl Applies {
+    const BOTH: Self = Self {
+        text: true,
+        weights: true,
+    };
+    const TEXT: Self = Self {
+        text: true,
+        weights: false,
+    };
+    const WEIGHTS: Self = Self {
+        text: false,
+        weights: true,
+    };
+}
+
 /// A registry directory and its entries, sorted by kind then name.
 #[derive(Clone, Debug)]
 pub struct Registry {
     dir: PathBuf,
     entries: Vec<Entry>,
+    problems: Vec<Problem>,
 }
 
 /// The registry directory to use when none is given: `$HALLMARK_REGISTRY`, else `./keys`.
@@ -98,37 +166,125 @@ pub fn default_dir() -> PathBuf {
 }
 
 impl Registry {
-    /// Scan `dir` (recursively, so `keys/test/` is included). A missing directory is an error.
+    /// Scan `dir` (recursively to [`MAX_DEPTH`], so `keys/test/` is included). A missing or
+    /// unreadable top directory is an error; anything below it that cannot be read, is too deep
+    /// or too large becomes a [`Problem`] instead.
     pub fn open(dir: &Path) -> Result<Self, RegistryError> {
+        let top = std::fs::read_dir(dir).map_err(io_err(dir))?;
         let mut entries = Vec::new();
-        scan(dir, &mut entries)?;
+        let mut problems = Vec::new();
+        scan(dir, top, 0, &mut entries, &mut problems);
         entries.sort_by(|a, b| (a.kind, &a.name, &a.path).cmp(&(b.kind, &b.name, &b.path)));
         Ok(Self {
             dir: dir.to_path_buf(),
             entries,
+            problems,
         })
     }
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-    /// All entries.
+    /// All entries (including ones that may fail [`Registry::validate`]).
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+    /// What the walk could not use.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
     }
     /// Entries of one kind.
     pub fn of_kind(&self, kind: EntryKind) -> impl Iterator<Item = &Entry> {
         self.entries.iter().filter(move |e| e.kind == kind)
     }
+    /// Check every entry (fully, except that a text key's tokenizer is only loaded by the
+    /// detector that uses it, which reports its failure per key). Returns the registry of the
+    /// usable entries, with every broken one moved to its [`Registry::problems`].
+    pub fn validate(&self) -> Registry {
+        let mut entries = Vec::new();
+        let mut problems = self.problems.clone();
+        for e in &self.entries {
+            match read_entry(&e.path).and_then(|b| check_entry(e.kind, &e.path, &b, false)) {
+                Ok(_) => entries.push(e.clone()),
+                Err(err) => problems.push(Problem {
+                    entry: Some(e.clone()),
+                    path: e.path.clone(),
+                    reason: err.to_string(),
+                    applies_to: applies_to(e),
+                }),
+            }
+        }
+        Registry {
+            dir: self.dir.clone(),
+            entries,
+            problems,
+        }
+    }
 }
 
-fn scan(dir: &Path, out: &mut Vec<Entry>) -> Result<(), RegistryError> {
-    for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
-        let e = e.map_err(io_err(dir))?;
+/// Which suspects an entry is tested against, from its kind and (for keys) its `scheme` field.
+fn applies_to(e: &Entry) -> Applies {
+    match e.kind {
+        EntryKind::SignerKey | EntryKind::Fingerprint => Applies::WEIGHTS,
+        EntryKind::WatermarkKey => {
+            let scheme = read_entry(&e.path).ok().and_then(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b)
+                    .ok()?
+                    .get("scheme")?
+                    .as_str()
+                    .map(str::to_string)
+            });
+            match scheme.as_deref() {
+                Some(crate::fingerprint::mark::SCHEME) => Applies::WEIGHTS,
+                Some("kgw") | Some("gumbel") => Applies::TEXT,
+                _ => Applies::BOTH,
+            }
+        }
+    }
+}
+
+fn scan(
+    dir: &Path,
+    it: std::fs::ReadDir,
+    depth: usize,
+    out: &mut Vec<Entry>,
+    problems: &mut Vec<Problem>,
+) {
+    fn dir_problem(problems: &mut Vec<Problem>, path: &Path, reason: String) {
+        problems.push(Problem {
+            entry: None,
+            path: path.to_path_buf(),
+            reason,
+            applies_to: Applies::BOTH,
+        })
+    }
+    for e in it {
+        let e = match e {
+            Ok(e) => e,
+            Err(err) => {
+                dir_problem(problems, dir, err.to_string());
+                continue;
+            }
+        };
         let p = e.path();
-        let ft = e.file_type().map_err(io_err(&p))?;
+        // file_type() does not follow symlinks: a symlink is neither walked nor used.
+        let Ok(ft) = e.file_type() else {
+            dir_problem(problems, &p, "cannot read its type".into());
+            continue;
+        };
         if ft.is_dir() {
-            scan(&p, out)?;
+            if depth + 1 > MAX_DEPTH {
+                dir_problem(
+                    problems,
+                    &p,
+                    format!("deeper than {MAX_DEPTH} levels; not searched for entries"),
+                );
+                continue;
+            }
+            match std::fs::read_dir(&p) {
+                Ok(sub) => scan(&p, sub, depth + 1, out, problems),
+                Err(err) => dir_problem(problems, &p, err.to_string()),
+            }
         } else if ft.is_file() {
             if let Some(kind) = EntryKind::from_path(&p) {
                 let name = p
@@ -143,61 +299,179 @@ fn scan(dir: &Path, out: &mut Vec<Entry>) -> Result<(), RegistryError> {
             }
         }
     }
-    Ok(())
 }
 
-/// Check that `bytes` are a plausible entry of `kind` (the owning module parses it fully when it
-/// is used; this catches a mistyped or truncated file at registration time).
-pub fn check_entry(kind: EntryKind, path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
-    let invalid = |reason: String| RegistryError::Invalid {
-        path: path.to_path_buf(),
-        reason,
-    };
-    match kind.json_format() {
-        None => {
-            let text = std::str::from_utf8(bytes).map_err(|_| invalid("not UTF-8 PEM".into()))?;
-            if !text.contains("-----BEGIN PUBLIC KEY-----") {
-                return Err(invalid("not an SPKI PEM public key".into()));
-            }
+/// Read a registry file: a regular file of at most [`MAX_ENTRY_BYTES`], opened without
+/// following a symlink and without blocking on a FIFO.
+pub fn read_entry(path: &Path) -> Result<Vec<u8>, RegistryError> {
+    use std::io::Read;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let f = opts.open(path).map_err(io_err(path))?;
+    let meta = f.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(invalid(path, "not a regular file"));
+    }
+    if meta.len() > MAX_ENTRY_BYTES {
+        return Err(invalid(
+            path,
+            format!(
+                "{} bytes; registry entries are at most {MAX_ENTRY_BYTES} bytes",
+                meta.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(MAX_ENTRY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
+    if bytes.len() as u64 > MAX_ENTRY_BYTES {
+        return Err(invalid(path, "grew past the entry size limit while read"));
+    }
+    Ok(bytes)
+}
+
+/// A fully parsed entry.
+#[derive(Debug)]
+pub enum Validated {
+    /// A signer's public key.
+    SignerKey(crate::signing::VerifyingKey),
+    /// A text watermark key.
+    TextKey(Box<crate::textmark::WatermarkKey>),
+    /// A weight-mark key.
+    WeightKey(Box<crate::fingerprint::mark::WeightKey>),
+    /// A fingerprint.
+    Fingerprint(Box<crate::fingerprint::Fingerprint>),
+}
+
+/// Check that `bytes` are a valid entry of `kind`: they parse, their parameters are in range,
+/// and (with `tokenizer`) a text key's embedded tokenizer loads and round-trips a sample text.
+pub fn check_entry(
+    kind: EntryKind,
+    path: &Path,
+    bytes: &[u8],
+    tokenizer: bool,
+) -> Result<Validated, RegistryError> {
+    let bad = |reason: String| invalid(path, reason);
+    match kind {
+        EntryKind::SignerKey => {
+            let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8 PEM".into()))?;
+            let key = crate::signing::VerifyingKey::from_pem(text)
+                .map_err(|e| bad(format!("not an Ed25519 or P-256 SPKI PEM public key ({e})")))?;
+            Ok(Validated::SignerKey(key))
         }
-        Some(fmt) => {
-            let v: serde_json::Value =
-                serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
-            let got = v.get("format").and_then(|f| f.as_str()).unwrap_or("");
-            if got != fmt {
-                return Err(invalid(format!("`format` is `{got}`, expected `{fmt}`")));
+        EntryKind::WatermarkKey => {
+            let scheme = serde_json::from_slice::<serde_json::Value>(bytes)
+                .map_err(|e| bad(format!("not JSON: {e}")))?
+                .get("scheme")
+                .and_then(|s| s.as_str().map(str::to_string));
+            if scheme.as_deref() == Some(crate::fingerprint::mark::SCHEME) {
+                let k = crate::fingerprint::mark::WeightKey::from_file_bytes(path, bytes)
+                    .map_err(|e| bad(e.to_string()))?;
+                return Ok(Validated::WeightKey(Box::new(k)));
             }
-            if v.get("version").and_then(|f| f.as_u64()).is_none() {
-                return Err(invalid("missing `version`".into()));
+            let k = crate::textmark::WatermarkKey::from_json(bytes)
+                .map_err(|e| bad(e.to_string()))?;
+            if tokenizer {
+                check_tokenizer(&k).map_err(|e| bad(format!("embedded tokenizer: {e}")))?;
             }
+            Ok(Validated::TextKey(Box::new(k)))
         }
+        EntryKind::Fingerprint => {
+            let fp =
+                crate::fingerprint::Fingerprint::from_json(bytes).map_err(|e| bad(e.to_string()))?;
+            Ok(Validated::Fingerprint(Box::new(fp)))
+        }
+    }
+}
+
+/// The key's tokenizer loads, has the vocabulary size the key states, and encodes a sample text
+/// into ids that decode and re-encode to the same ids.
+fn check_tokenizer(k: &crate::textmark::WatermarkKey) -> Result<(), String> {
+    let spec = k.tokenizer();
+    let tok = spec.load().map_err(|e| e.to_string())?;
+    if tok.vocab_size() != spec.vocab_size {
+        return Err(format!(
+            "{} tokens, but the key states {}",
+            tok.vocab_size(),
+            spec.vocab_size
+        ));
+    }
+    let ids = tok.encode(SAMPLE_TEXT).map_err(|e| e.to_string())?;
+    if ids.is_empty() || ids.iter().any(|&i| i as usize >= spec.vocab_size) {
+        return Err("encodes a sample text to no ids, or to ids outside its vocabulary".into());
+    }
+    let back = tok
+        .decode(&ids)
+        .and_then(|t| tok.encode(&t))
+        .map_err(|e| e.to_string())?;
+    if back != ids {
+        return Err("does not round-trip a sample text (decode then encode differs)".into());
     }
     Ok(())
 }
 
-/// Copy `files` into the registry `dir` (created if missing). Secrets keep mode 0600. An entry
-/// with the same file name that differs in content is refused rather than replaced.
+/// Keep letters, digits, `-`, `_` and `.` of a name (others become `_`), with no leading dot,
+/// so a fingerprint's name can be its registry file name.
+pub fn sanitize_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(120)
+        .collect();
+    let s = s.trim_start_matches('.').to_string();
+    if s.is_empty() {
+        "unnamed".into()
+    } else {
+        s
+    }
+}
+
+/// Copy `files` into the registry `dir` (created if missing). Every file is validated first
+/// (see [`check_entry`]), so a bad file in the list changes nothing. A fingerprint is stored
+/// under its own recorded name (sanitised); other entries keep their file name. Secrets keep
+/// mode 0600. Registering identical content again succeeds and changes nothing (also when two
+/// runs race: the copy is a temp file linked into place without replacing); an entry with the
+/// same name but different content is refused rather than replaced.
 pub fn register(dir: &Path, files: &[PathBuf]) -> Result<Vec<Entry>, RegistryError> {
-    // Check everything before writing anything, so a bad file in the list changes nothing.
     let mut staged = Vec::new();
     for f in files {
-        let kind = EntryKind::from_path(f).ok_or_else(|| RegistryError::Invalid {
-            path: f.clone(),
-            reason: "unknown entry type (expected .pub, .wmkey or .fp)".into(),
+        let kind = EntryKind::from_path(f).ok_or_else(|| {
+            invalid(f, "unknown entry type (expected .pub, .wmkey or .fp)")
         })?;
-        let bytes = std::fs::read(f).map_err(io_err(f))?;
-        check_entry(kind, f, &bytes)?;
-        let file_name = f.file_name().ok_or_else(|| RegistryError::Invalid {
-            path: f.clone(),
-            reason: "no file name".into(),
-        })?;
-        let dest = dir.join(file_name);
-        if let Ok(existing) = std::fs::read(&dest) {
+        let bytes = read_entry(f)?;
+        let parsed = check_entry(kind, f, &bytes, true)?;
+        let file_name = match &parsed {
+            Validated::Fingerprint(fp) => format!("{}.fp", sanitize_name(&fp.name)),
+            _ => f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| invalid(f, "no file name"))?,
+        };
+        if file_name.starts_with('.') {
+            return Err(invalid(f, "a registry entry's name must not start with `.`"));
+        }
+        let dest = dir.join(&file_name);
+        if staged.iter().any(|(_, d, _): &(EntryKind, PathBuf, Vec<u8>)| *d == dest) {
+            return Err(invalid(f, format!("two files would be registered as {file_name}")));
+        }
+        if let Some(existing) = existing(&dest)? {
             if existing != bytes {
-                return Err(RegistryError::Invalid {
-                    path: dest,
-                    reason: "a different entry with this name is already registered".into(),
-                });
+                return Err(invalid(
+                    &dest,
+                    "a different entry with this name is already registered",
+                ));
             }
         }
         staged.push((kind, dest, bytes));
@@ -205,13 +479,23 @@ pub fn register(dir: &Path, files: &[PathBuf]) -> Result<Vec<Entry>, RegistryErr
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut out = Vec::new();
     for (kind, dest, bytes) in staged {
-        if !dest.exists() {
-            let mode = if kind == EntryKind::WatermarkKey {
-                WriteMode::Secret
-            } else {
-                WriteMode::PublicNoClobber
-            };
-            write_atomic(&dest, &bytes, mode).map_err(io_err(&dest))?;
+        let mode = if kind == EntryKind::WatermarkKey {
+            WriteMode::Secret
+        } else {
+            WriteMode::PublicNoClobber
+        };
+        match write_atomic(&dest, &bytes, mode) {
+            Ok(()) => {}
+            // Another run put it there first: fine if it is the same content.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if existing(&dest)?.as_deref() != Some(&bytes[..]) {
+                    return Err(invalid(
+                        &dest,
+                        "a different entry with this name is already registered",
+                    ));
+                }
+            }
+            Err(e) => return Err(io_err(&dest)(e)),
         }
         let name = dest
             .file_stem()
@@ -224,4 +508,115 @@ pub fn register(dir: &Path, files: &[PathBuf]) -> Result<Vec<Entry>, RegistryErr
         });
     }
     Ok(out)
+}
+
+/// The bytes of an existing registry file, `None` if there is none.
+fn existing(dest: &Path) -> Result<Option<Vec<u8>>, RegistryError> {
+    match dest.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(dest)(e)),
+        Ok(_) => read_entry(dest).map(Some),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn weight_key() -> Vec<u8> {
+        crate::fingerprint::mark::WeightKey::generate()
+            .to_file_bytes()
+            .to_vec()
+    }
+
+    /// A 2,100-level tree is walked to the depth cap and reported, not followed to the end.
+    #[test]
+    fn deep_tree_is_capped_not_fatal() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("w.wmkey"), weight_key()).unwrap();
+        let mut p = d.path().to_path_buf();
+        for _ in 0..2100 {
+            p.push("d");
+        }
+        std::fs::create_dir_all(&p).unwrap();
+        let r = Registry::open(d.path()).unwrap();
+        assert_eq!(r.entries().len(), 1);
+        assert_eq!(r.problems().len(), 1, "{:?}", r.problems());
+        assert!(r.problems()[0].reason.contains("deeper than"));
+        assert_eq!(r.validate().entries().len(), 1);
+    }
+
+    /// Hostile entries are moved to problems by name; the valid ones stay usable.
+    #[test]
+    fn validate_separates_broken_entries() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("w.wmkey"), weight_key()).unwrap();
+        let kgw = br#"{"format":"hallmark-wmkey","version":1,"scheme":"kgw","delta":2.0}"#;
+        std::fs::write(d.path().join("nogamma.wmkey"), kgw).unwrap();
+        std::fs::write(
+            d.path().join("hidden0.fp"),
+            br#"{"format":"hallmark-fingerprint","version":2,"hidden":0}"#,
+        )
+        .unwrap();
+        std::fs::write(d.path().join("junk.pub"), b"not a key").unwrap();
+        let r = Registry::open(d.path()).unwrap().validate();
+        assert_eq!(r.entries().len(), 1);
+        let mut names: Vec<_> = r
+            .problems()
+            .iter()
+            .map(|p| p.entry.as_ref().unwrap().name.clone())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["hidden0", "junk", "nogamma"]);
+        let nogamma = r
+            .problems()
+            .iter()
+            .find(|p| p.path.ends_with("nogamma.wmkey"))
+            .unwrap();
+        assert_eq!(nogamma.applies_to, Applies::TEXT);
+    }
+
+    /// Registering the same content twice, or from two threads at once, gives one entry and
+    /// two successes; different content under the same name is refused.
+    #[test]
+    fn register_is_idempotent_and_race_safe() {
+        let src = tempfile::tempdir().unwrap();
+        let reg = tempfile::tempdir().unwrap();
+        let f = src.path().join("w.wmkey");
+        std::fs::write(&f, weight_key()).unwrap();
+        let files = vec![f.clone()];
+        let a = std::thread::scope(|s| {
+            let h: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| register(reg.path(), &files)))
+                .collect();
+            h.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        });
+        assert!(a.iter().all(|r| r.is_ok()), "{a:?}");
+        let names: Vec<_> = std::fs::read_dir(reg.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["w.wmkey"], "temp files left: {names:?}");
+        std::fs::write(&f, weight_key()).unwrap();
+        let e = register(reg.path(), &files).unwrap_err();
+        assert!(e.to_string().contains("already registered"), "{e}");
+    }
+
+    #[test]
+    fn oversized_entry_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("big.fp");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(MAX_ENTRY_BYTES + 1).unwrap();
+        let e = read_entry(&p).unwrap_err();
+        assert!(e.to_string().contains("at most"), "{e}");
+    }
+
+    #[test]
+    fn names_are_sanitised() {
+        assert_eq!(sanitize_name("../etc/passwd"), "_etc_passwd");
+        assert_eq!(sanitize_name("SmolLM2 135M"), "SmolLM2_135M");
+        assert_eq!(sanitize_name(".."), "unnamed");
+    }
 }

@@ -115,29 +115,47 @@ struct LoadedKey {
 #[derive(Debug, Default)]
 pub struct KeyRing {
     keys: Vec<LoadedKey>,
+    /// Error results for registered keys that could not be loaded.
+    broken: Vec<KeyTest>,
 }
 
 impl KeyRing {
-    /// Load every `.wmkey` of a text scheme in `registry` (weight-mark keys are skipped).
+    /// Load every `.wmkey` of a text scheme in `registry` (weight-mark keys are skipped). A key
+    /// that cannot be read, or whose tokenizer does not load, is kept as an error result for
+    /// that key alone (see [`KeyRing::test`]): one damaged entry never blinds the others.
     pub fn load(registry: &Registry) -> Result<Self, TextmarkError> {
         let mut tokenizers: HashMap<String, Arc<Tokenizer>> = HashMap::new();
         let mut keys = Vec::new();
+        let mut broken = Vec::new();
         for e in registry.of_kind(EntryKind::WatermarkKey) {
             let key = match WatermarkKey::load(&e.path) {
                 Ok(k) => k,
-                Err(TextmarkError::NotText(_)) => continue,
-                Err(err) => return Err(err),
+                Err(TextmarkError::NotText(s)) if s == crate::fingerprint::mark::SCHEME => {
+                    continue
+                }
+                Err(err) => {
+                    broken.push(KeyTest::error(e.name.clone(), "wmkey", err.to_string()));
+                    continue;
+                }
             };
             let spec = key.tokenizer();
             let tokenizer = match tokenizers.get(&spec.blake3) {
                 Some(t) => t.clone(),
-                None => {
-                    let t = Arc::new(spec.load().map_err(|err| {
-                        TextmarkError::BadKey(format!("{}: {err}", e.path.display()))
-                    })?);
-                    tokenizers.insert(spec.blake3.clone(), t.clone());
-                    t
-                }
+                None => match spec.load() {
+                    Ok(t) => {
+                        let t = Arc::new(t);
+                        tokenizers.insert(spec.blake3.clone(), t.clone());
+                        t
+                    }
+                    Err(err) => {
+                        broken.push(KeyTest::error(
+                            e.name.clone(),
+                            key.scheme().name(),
+                            format!("{}: {err}", e.path.display()),
+                        ));
+                        continue;
+                    }
+                },
             };
             keys.push(LoadedKey {
                 name: e.name.clone(),
@@ -146,7 +164,7 @@ impl KeyRing {
                 tokenizer,
             });
         }
-        Ok(Self { keys })
+        Ok(Self { keys, broken })
     }
 
     /// Number of text keys.
@@ -159,24 +177,35 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
-    /// Test `text` against every key.
+    /// Test `text` against every key. A key whose tokenizer fails on this text (an error or a
+    /// caught panic) gives an error result for that key; the other keys are still tested.
     pub fn test(&self, text: &str) -> Result<TextTests, TextmarkError> {
-        let mut encoded: HashMap<&str, Arc<Vec<u32>>> = HashMap::new();
+        let mut encoded: HashMap<&str, Result<Arc<Vec<u32>>, String>> = HashMap::new();
         let mut out = TextTests::default();
         for k in &self.keys {
             let b3 = k.key.tokenizer().blake3.as_str();
-            let ids = match encoded.get(b3) {
-                Some(ids) => ids.clone(),
-                None => {
-                    let ids = Arc::new(k.tokenizer.encode(text)?);
-                    encoded.insert(b3, ids.clone());
-                    ids
+            let ids = encoded
+                .entry(b3)
+                .or_insert_with(|| {
+                    k.tokenizer
+                        .encode(text)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                })
+                .clone();
+            let ids = match ids {
+                Ok(ids) => ids,
+                Err(err) => {
+                    out.tests
+                        .push(KeyTest::error(&k.name, k.key.scheme().name(), err));
+                    continue;
                 }
             };
             let d = k.detector.detect(&ids);
             out.tests.push(key_test(&k.name, &k.key, &d));
             out.scored_tokens = Some(out.scored_tokens.unwrap_or(0).max(d.scored as u64));
         }
+        out.tests.extend(self.broken.iter().cloned());
         Ok(out)
     }
 }
