@@ -73,3 +73,9 @@ if [ ! -x "$venv/bin/model_signing" ]; then
     echo "fetch: could not install model_signing; OMS interop tests will report that they were skipped" >&2
   fi
 fi
+
+# The int8 ONNX re-export of MiniLM that the fingerprint tests detect (test-models/onnx/make.sh).
+if ! "$here/onnx/make.sh"; then
+  echo "fetch: test-models/onnx/make.sh failed; the ONNX fingerprint tests need its output" >&2
+  exit 1
+fi

@@ -3,5 +3,6 @@
 mod fingerprint;
 mod generate;
 mod mark;
+mod onnx;
 mod signing;
 mod textmark;
