@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use sha2::Digest;
+
 use hallmark::detect::{finish, InputKind, KeyTest};
 use hallmark::fingerprint::zoo::{export, Config, Export, ZModel};
 use hallmark::fingerprint::{extract, Fingerprint, Suspect};
@@ -37,8 +39,8 @@ fn by_name<'a>(tests: &'a [KeyTest], name: &str) -> &'a KeyTest {
         .unwrap_or_else(|| panic!("no result for {name}"))
 }
 
-/// The manifest make.sh wrote: the exports really are int8 round trips of every linear weight
-/// and the token embedding, not copies of the original.
+/// The manifest make.sh wrote describes the exports on disk, and they really are int8 round
+/// trips of every linear weight and embedding table, not copies of the original.
 #[test]
 fn onnx_exports_are_quantized_round_trips() {
     let manifest = required("test-models/cache/onnx/manifest.json");
@@ -48,6 +50,13 @@ fn onnx_exports_are_quantized_round_trips() {
         let path = format!("{EXPORT_DIR}/{name}.safetensors");
         let bytes = std::fs::read(required(&path)).unwrap();
         assert_ne!(bytes, original, "{path} is a copy of the original");
+        // The manifest describes this very file.
+        let sum = format!("{:x}", sha2::Sha256::digest(&bytes));
+        let listed = &m["files"][format!("{name}.safetensors")];
+        assert_eq!(
+            listed, &sum,
+            "{path} is not the file manifest.json describes"
+        );
         let q = m["variants"][name]["quantized"]
             .as_object()
             .unwrap_or_else(|| panic!("manifest has no quantized list for {name}"));
@@ -56,10 +65,15 @@ fn onnx_exports_are_quantized_round_trips() {
         for t in [
             "embeddings.word_embeddings.weight",
             "encoder.layer.0.attention.self.query.weight",
-            "encoder.layer.5.output.dense.weight",
+            "pooler.dense.weight",
         ] {
-            let e = q[t]["max_abs_error"].as_f64().unwrap();
-            assert!(e > 0.0 && e < 0.01, "{name} {t}: {e}");
+            assert!(q.contains_key(t), "{name}: {t} was not quantized");
+        }
+        // Nonzero: really rounded. Below 0.05: the largest measured is 0.031, on the layer-0
+        // feed-forward output matrix whose outlier weights set a coarse scale.
+        for (t, r) in q {
+            let e = r["max_abs_error"].as_f64().unwrap();
+            assert!(e > 0.0 && e < 0.05, "{name} {t}: {e}");
         }
     }
 }

@@ -19,6 +19,12 @@ for f in model.safetensors tokenizer.json config.json; do
   fi
 done
 
+# One run at a time: a second concurrent run (two checkouts sharing one cache) waits here
+# instead of deleting the virtualenv the first is installing into.
+mkdir -p "$models/cache"
+exec 9>"$models/cache/.onnx.lock"
+flock 9
+
 # Pinned: the manifest and docs/fingerprint_onnx.md record results for these versions.
 pins="onnx==1.23.2 onnxruntime==1.32.0 numpy==2.4.6 safetensors==0.8.0 tokenizers==0.23.3"
 stamp="$venv/.hallmark-pins"

@@ -152,9 +152,10 @@ def build_onnx(bert):
     w = bert.w
     h, heads = bert.hidden, bert.heads
     dh = h // heads
+    linears = set(bert.linear_names())
     transposed = set()
     for name, t in w.items():
-        if name in bert.linear_names():
+        if name in linears:
             g.init(name, t.T)
             transposed.add(name)
         else:
