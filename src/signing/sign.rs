@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::bundle::Bundle;
+use super::bundle::{Bundle, MAX_BUNDLE_LEN};
 use super::hash::{blake3_bytes, hash_file, HashType};
 use super::keys::SigningKey;
 use super::model::{list_files, normalize_ignore};
@@ -189,5 +189,13 @@ pub fn sign_model(
         resources,
         tensors,
     );
-    Ok(Bundle::sign(statement.to_payload()?, key))
+    let bundle = Bundle::sign(statement.to_payload()?, key);
+    // A bundle verify would refuse is never written.
+    let len = bundle.to_json().len() as u64;
+    if len > MAX_BUNDLE_LEN {
+        return Err(SigningError::Limit(format!(
+            "the signature bundle would be {len} bytes, over the {MAX_BUNDLE_LEN}-byte limit"
+        )));
+    }
+    Ok(bundle)
 }
