@@ -322,7 +322,7 @@ impl Statement {
 }
 
 /// A resource name must be `.` or a relative POSIX path without `.`/`..`/empty components.
-fn check_resource_name(name: &str) -> Result<(), SigningError> {
+pub(crate) fn check_resource_name(name: &str) -> Result<(), SigningError> {
     let ok = name == "."
         || (!name.is_empty()
             && !name.starts_with('/')
