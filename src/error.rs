@@ -102,6 +102,10 @@ pub enum FormatError {
     /// The file changed (size or mtime) while it was being read.
     #[error("{}: file changed while it was being read", .0.display())]
     ChangedWhileReading(PathBuf),
+    /// A count or size over one of the limits in docs/limits.md (the file may be valid, but
+    /// hallmark will not spend that much memory on it).
+    #[error("limit exceeded: {0}")]
+    Limit(String),
     /// A sharded checkpoint index that is malformed or inconsistent.
     #[error("shard index: {0}")]
     ShardIndex(String),

@@ -2,6 +2,7 @@
 
 mod fingerprint;
 mod generate;
+mod hostile;
 mod mark;
 mod onnx;
 mod signing;

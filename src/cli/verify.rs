@@ -23,6 +23,14 @@ pub struct Args {
     /// Verify only these tensors against the signed per-tensor digests.
     #[arg(long, num_args = 1..)]
     pub tensors: Vec<String>,
+    /// Fail unless the signed subject name (the signed model's name) is NAME, so that a
+    /// bundle made for another release cannot vouch for this one.
+    #[arg(long, value_name = "NAME")]
+    pub expect_name: Option<String>,
+    /// Accept a signature whose ignore list leaves out weight files present in the model
+    /// (those files are then not verified at all).
+    #[arg(long)]
+    pub allow_ignored_weights: bool,
 }
 
 /// Read a key or bundle: a regular file (never blocks on a FIFO), at most `cap` bytes.
@@ -48,7 +56,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if name == "." {
             fsutil::shown(&a.model)
         } else {
-            name.to_string()
+            fsutil::shown_str(name)
         }
     };
 
@@ -66,6 +74,25 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
 
+    let subject = verified.statement().subject_name.clone();
+    if let Some(want) = &a.expect_name {
+        if *want != subject {
+            let msg = format!(
+                "the signature is for `{}`, not `{}`",
+                fsutil::shown_str(&subject),
+                fsutil::shown_str(want)
+            );
+            if a.json {
+                let v = json!({"model": a.model, "signature": sig, "valid": false,
+                    "subject": subject, "error": msg});
+                println!("{v}");
+            } else {
+                println!("{}: FAILED ({msg})", fsutil::shown(&a.model));
+            }
+            return Ok(ExitCode::from(1));
+        }
+    }
+
     if !a.tensors.is_empty() {
         let names: Vec<&str> = a.tensors.iter().map(String::as_str).collect();
         let checks = signing::verify_tensors(&a.model, &verified, &names)?;
@@ -73,7 +100,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if a.json {
             let v = json!({
                 "model": a.model, "signature": sig, "valid": ok, "key_hint": verified.key_hint(),
-                "partial": true,
+                "subject": subject, "partial": true,
                 "tensors": checks.iter().map(|c| json!({
                     "file": c.file, "name": c.name, "ok": c.ok, "reason": c.reason,
                 })).collect::<Vec<_>>(),
@@ -81,9 +108,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             println!("{v}");
         } else {
             for c in &checks {
+                let (file, name) = (display(&c.file), fsutil::shown_str(&c.name));
                 match &c.reason {
-                    None => println!("{}: tensor `{}`: OK", display(&c.file), c.name),
-                    Some(r) => println!("{}: tensor `{}`: FAILED ({r})", display(&c.file), c.name),
+                    None => println!("{file}: tensor `{name}`: OK"),
+                    Some(r) => println!("{file}: tensor `{name}`: FAILED ({r})"),
                 }
             }
             super::warn(format_args!(
@@ -98,14 +126,37 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let report = signing::check_model(&a.model, &verified, Some(&sig), &|n| bar.inc(n));
     bar.finish_and_clear();
     let report = report?;
-    let valid = report.is_valid();
+    let weights_skipped = !report.ignored_weights.is_empty() && !a.allow_ignored_weights;
+    let valid = report.is_valid() && !weights_skipped;
     if a.json {
-        println!(
-            "{}",
-            json_report(&a.model, &sig, verified.key_hint(), &report)
-        );
+        let mut v = json_report(&a.model, &sig, verified.key_hint(), &report);
+        v["valid"] = json!(valid);
+        v["subject"] = json!(subject);
+        v["ignore_paths"] = json!(report.signed_ignores);
+        v["ignored_present"] = json!(report.ignored_present);
+        v["ignored_weights"] = json!(report.ignored_weights);
+        println!("{v}");
     } else {
         print_report(&report, &display);
+        let list = |v: &[String]| {
+            v.iter()
+                .map(|s| fsutil::shown_str(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("signed subject: {}", fsutil::shown_str(&subject));
+        println!("signed ignore list: [{}]", list(&report.signed_ignores));
+        for p in &report.ignored_present {
+            println!("{}: ignored (not verified)", fsutil::shown_str(p));
+        }
+        if weights_skipped {
+            println!(
+                "{}: FAILED (the signature's ignore list leaves out weight files: {}; \
+                 pass --allow-ignored-weights to accept that they are not verified)",
+                fsutil::shown(&a.model),
+                list(&report.ignored_weights)
+            );
+        }
         if valid {
             println!(
                 "{}: verified {} file(s), {} bytes, {}, key {}",
@@ -119,7 +170,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             super::warn(format_args!(
                 "{}: verification FAILED: {} problem(s)",
                 fsutil::shown(&a.model),
-                report.problems().count()
+                report.problems().count() + usize::from(weights_skipped)
             ));
         }
     }
@@ -136,14 +187,16 @@ fn print_report(report: &ModelReport, display: &dyn Fn(&str) -> String) {
             FileStatus::Symlink => {
                 println!("{name}: FAILED (symlink; the signature does not allow symlinks)")
             }
-            FileStatus::Renamed { from } => println!("{name}: FAILED (renamed from {from})"),
+            FileStatus::Renamed { from } => {
+                println!("{name}: FAILED (renamed from {})", fsutil::shown_str(from))
+            }
             FileStatus::Changed => {
                 println!("{name}: FAILED (changed)");
                 if f.header_changed {
                     println!("  header: FAILED");
                 }
                 for t in &f.changed_tensors {
-                    println!("  tensor `{t}`: FAILED");
+                    println!("  tensor `{}`: FAILED", fsutil::shown_str(t));
                 }
                 if f.other_bytes_changed {
                     println!("  bytes outside the header and tensors: FAILED");

@@ -1,7 +1,9 @@
 //! The Sigstore bundle v0.3 (JSON) and its DSSE envelope, parsed before any cryptography.
 
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde::de::{self, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::json;
 
 use super::keys::SigningKey;
 use super::SigningError;
@@ -10,8 +12,83 @@ use super::SigningError;
 pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 /// The DSSE payload type of an in-toto statement.
 pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
-/// Largest bundle hallmark reads (a bundle with per-tensor digests of a huge model is a few MB).
-pub const MAX_BUNDLE_LEN: u64 = 256 << 20;
+/// Largest bundle hallmark reads or writes: 32 MiB. A bundle with per-tensor digests needs about
+/// 250 bytes per tensor, so this holds the digests of about 130,000 tensors (a 70B dense model
+/// has under 1,000; the largest mixture-of-experts checkpoints under 100,000).
+pub const MAX_BUNDLE_LEN: u64 = 32 << 20;
+/// Most DSSE signatures a bundle may carry (OMS bundles carry one; each is tried in turn).
+pub const MAX_SIGNATURES: usize = 16;
+
+/// Prefix of a serde error that is a limit, not malformed JSON.
+const LIMIT_TAG: &str = "\0limit\0";
+
+/// The fields of a Sigstore bundle that hallmark reads; serde skips all others (`tlogEntries`,
+/// `timestampVerificationData`, ...) without building them.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawBundle {
+    media_type: Option<String>,
+    verification_material: Option<RawMaterial>,
+    dsse_envelope: Option<RawEnvelope>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMaterial {
+    public_key: Option<RawPublicKey>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawPublicKey {
+    hint: Option<String>,
+    raw_bytes: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEnvelope {
+    payload: Option<String>,
+    payload_type: Option<String>,
+    signatures: Option<Signatures>,
+}
+
+#[derive(Deserialize)]
+struct RawSignature {
+    sig: Option<String>,
+    // Read only to check its type: `keyid` is absent, null or a string.
+    #[serde(default, rename = "keyid")]
+    _keyid: Option<String>,
+}
+
+/// At most [`MAX_SIGNATURES`] signatures: the list is refused as soon as it grows past the cap,
+/// before the rest of it is read.
+struct Signatures(Vec<RawSignature>);
+
+impl<'de> Deserialize<'de> for Signatures {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Signatures;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of signatures")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Signatures, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<RawSignature>()? {
+                    if v.len() == MAX_SIGNATURES {
+                        return Err(de::Error::custom(format_args!(
+                            "{LIMIT_TAG}signature bundle has more than {MAX_SIGNATURES} signatures"
+                        )));
+                    }
+                    v.push(s);
+                }
+                Ok(Signatures(v))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
 
 /// DSSE pre-authentication encoding: `"DSSEv1" SP len(type) SP type SP len(payload) SP payload`.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
@@ -63,63 +140,64 @@ impl Bundle {
 
     /// Parse a bundle strictly enough that every later step reads well-typed data.
     ///
-    /// Accepts `keyid` absent, `""` or `null`, and `rawBytes` in place of `hint`.
+    /// Accepts `keyid` absent, `""` or `null`, and `rawBytes` in place of `hint`. Parsing is
+    /// typed and bounded: at most [`MAX_BUNDLE_LEN`] bytes and [`MAX_SIGNATURES`] signatures;
+    /// fields hallmark does not read (`tlogEntries`, ...) are skipped without being built.
     pub fn parse(bytes: &[u8]) -> Result<Self, SigningError> {
         let bad = |m: &str| SigningError::Bundle(m.to_string());
-        let v: Value = serde_json::from_slice(bytes)
-            .map_err(|e| SigningError::Bundle(format!("not JSON: {e}")))?;
-        if !v.is_object() {
-            return Err(bad("not a JSON object"));
+        if bytes.len() as u64 > MAX_BUNDLE_LEN {
+            return Err(SigningError::Limit(format!(
+                "signature bundle is {} bytes, over the {MAX_BUNDLE_LEN}-byte limit",
+                bytes.len()
+            )));
         }
-        let mt = v.get("mediaType").and_then(Value::as_str).unwrap_or("");
+        let raw: RawBundle = serde_json::from_slice(bytes).map_err(|e| {
+            let m = e.to_string();
+            match m.strip_prefix(LIMIT_TAG) {
+                Some(rest) => SigningError::Limit(
+                    rest.rsplit_once(" at line")
+                        .map_or(rest, |(a, _)| a)
+                        .to_string(),
+                ),
+                None => SigningError::Bundle(format!("not a well-formed bundle: {m}")),
+            }
+        })?;
+        let mt = raw.media_type.as_deref().unwrap_or("");
         if mt != BUNDLE_MEDIA_TYPE {
             return Err(SigningError::Bundle(format!(
                 "media type `{mt}`, expected `{BUNDLE_MEDIA_TYPE}`"
             )));
         }
-        let pk = v.pointer("/verificationMaterial/publicKey");
-        let key_hint = match pk.and_then(|p| p.get("hint")) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.is_empty() => None,
-            Some(Value::String(s)) => Some(s.to_ascii_lowercase()),
-            Some(_) => return Err(bad("`publicKey.hint` is not a string")),
+        let vm = raw
+            .verification_material
+            .ok_or_else(|| bad("no verificationMaterial"))?;
+        let pk = vm.public_key.unwrap_or_default();
+        let key_hint = pk
+            .hint
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_ascii_lowercase());
+        let raw_key = match pk.raw_bytes {
+            None => None,
+            Some(s) => Some(b64(&s).ok_or_else(|| bad("`rawBytes` is not base64"))?),
         };
-        let raw_key = match pk.and_then(|p| p.get("rawBytes")) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(b64(s).ok_or_else(|| bad("`rawBytes` is not base64"))?),
-            Some(_) => return Err(bad("`publicKey.rawBytes` is not a string")),
-        };
-        if pk.is_none() && v.pointer("/verificationMaterial").is_none() {
-            return Err(bad("no verificationMaterial"));
-        }
-        let env = v
-            .get("dsseEnvelope")
-            .filter(|e| e.is_object())
+        let env = raw
+            .dsse_envelope
             .ok_or_else(|| bad("no dsseEnvelope (only DSSE bundles are supported)"))?;
-        let payload_type = env
-            .get("payloadType")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("no payloadType"))?
-            .to_string();
+        let payload_type = env.payload_type.ok_or_else(|| bad("no payloadType"))?;
         let payload = env
-            .get("payload")
-            .and_then(Value::as_str)
+            .payload
+            .as_deref()
             .and_then(b64)
             .ok_or_else(|| bad("payload missing or not base64"))?;
-        let sigs = env
-            .get("signatures")
-            .and_then(Value::as_array)
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| bad("no signatures"))?;
+        let sigs = env.signatures.map(|s| s.0).unwrap_or_default();
+        if sigs.is_empty() {
+            return Err(bad("no signatures"));
+        }
         let mut signatures = Vec::with_capacity(sigs.len());
         for s in sigs {
-            match s.get("keyid") {
-                None | Some(Value::Null) | Some(Value::String(_)) => {}
-                Some(_) => return Err(bad("`keyid` is not a string")),
-            }
             let sig = s
-                .get("sig")
-                .and_then(Value::as_str)
+                .sig
+                .as_deref()
                 .and_then(b64)
                 .filter(|b| !b.is_empty())
                 .ok_or_else(|| bad("signature missing or not base64"))?;
@@ -166,6 +244,7 @@ impl Bundle {
 mod tests {
     use super::*;
     use crate::signing::keys::KeyAlg;
+    use serde_json::Value;
 
     #[test]
     fn pae_matches_dsse_spec_example() {
@@ -211,5 +290,32 @@ mod tests {
         ] {
             assert!(Bundle::parse(s.as_bytes()).is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn limits_are_errors_before_the_data_is_built() {
+        let k = SigningKey::generate(KeyAlg::Ed25519);
+        let b = Bundle::sign(b"{}".to_vec(), &k);
+        let mut v: Value = serde_json::from_slice(&b.to_json()).unwrap();
+        let one = v["dsseEnvelope"]["signatures"][0].clone();
+        v["dsseEnvelope"]["signatures"] = Value::Array(vec![one.clone(); MAX_SIGNATURES]);
+        assert_eq!(
+            Bundle::parse(&serde_json::to_vec(&v).unwrap())
+                .unwrap()
+                .signatures
+                .len(),
+            MAX_SIGNATURES
+        );
+        v["dsseEnvelope"]["signatures"] = Value::Array(vec![one; MAX_SIGNATURES + 1]);
+        let e = Bundle::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(
+            matches!(&e, SigningError::Limit(m) if m.contains("more than 16 signatures")),
+            "{e}"
+        );
+        // Unknown fields are skipped; an oversized bundle is refused by length.
+        v["verificationMaterial"]["tlogEntries"] = serde_json::json!([{"x": [1, 2, {"y": 3}]}]);
+        assert!(Bundle::parse(&serde_json::to_vec(&v).unwrap()).is_err()); // 17 sigs still
+        let big = vec![b' '; MAX_BUNDLE_LEN as usize + 1];
+        assert!(matches!(Bundle::parse(&big), Err(SigningError::Limit(_))));
     }
 }

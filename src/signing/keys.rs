@@ -110,6 +110,8 @@ impl SigningKey {
             SigningKey::Ed25519(k) => k.sign(pae).to_bytes().to_vec(),
             SigningKey::P256(k) => {
                 let sig: p256::ecdsa::Signature = k.sign(pae);
+                // Always the low-S form, so hallmark never emits the malleable twin.
+                let sig = sig.normalize_s().unwrap_or(sig);
                 sig.to_der().as_bytes().to_vec()
             }
         }
@@ -181,8 +183,11 @@ impl VerifyingKey {
                 let s = ed25519_dalek::Signature::from_bytes(&bytes);
                 k.verify_strict(pae, &s).is_ok()
             }
+            // High-S is normalised, not refused: OpenSSL-based signers (model_signing) emit it
+            // for half of all signatures. (r, n - s) verifies exactly when (r, s) does, so this
+            // admits no forgery; it means signature bytes are not unique (docs/signing.md).
             VerifyingKey::P256(k) => match p256::ecdsa::Signature::from_der(sig) {
-                Ok(s) => k.verify(pae, &s).is_ok(),
+                Ok(s) => k.verify(pae, &s.normalize_s().unwrap_or(s)).is_ok(),
                 Err(_) => false,
             },
         }
@@ -212,6 +217,25 @@ mod tests {
             // Debug never shows secret material.
             let dbg = format!("{k:?}");
             assert!(!dbg.contains(pem.lines().nth(1).unwrap()));
+        }
+    }
+
+    #[test]
+    fn p256_signs_low_s_and_verifies_the_high_s_twin() {
+        use std::ops::Neg;
+        let k = SigningKey::generate(KeyAlg::P256);
+        let vk = k.verifying_key();
+        for i in 0..16u8 {
+            let msg = [i; 8];
+            let der = k.sign(&msg);
+            let s = p256::ecdsa::Signature::from_der(&der).unwrap();
+            assert!(
+                s.normalize_s().is_none(),
+                "hallmark emitted a high-S signature"
+            );
+            let (r, lo) = s.split_scalars();
+            let hi = p256::ecdsa::Signature::from_scalars(r, lo.neg()).unwrap();
+            assert!(vk.verify(&msg, hi.to_der().as_bytes()));
         }
     }
 

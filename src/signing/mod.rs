@@ -99,6 +99,9 @@ pub enum SigningError {
     /// A signature file that is not a well-formed OMS bundle.
     #[error("signature bundle: {0}")]
     Bundle(String),
+    /// A bundle or payload over one of the limits in docs/limits.md.
+    #[error("limit exceeded: {0}")]
+    Limit(String),
     /// A signed payload that is not a well-formed OMS statement.
     #[error("signed payload: {0}")]
     Payload(String),

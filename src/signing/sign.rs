@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::bundle::Bundle;
+use super::bundle::{Bundle, MAX_BUNDLE_LEN};
 use super::hash::{blake3_bytes, hash_file, HashType};
 use super::keys::SigningKey;
 use super::model::{list_files, normalize_ignore};
@@ -64,6 +64,41 @@ pub fn subject_name(model: &Path) -> String {
     }
 }
 
+/// True for a top-level file name that signature bundles use (`*.sig`, `*.sigstore`,
+/// `*.sigstore.json`).
+pub fn is_bundle_name(name: &str) -> bool {
+    name.ends_with(".sig") || name.ends_with(".sigstore") || name.ends_with(".sigstore.json")
+}
+
+/// The top-level files of a model directory named like signature bundles and not already
+/// ignored, each with whether it parses as a bundle (read through the bundle size cap, never
+/// following a symlink or blocking on a FIFO).
+pub(crate) fn sibling_bundles(
+    model: &Path,
+    ignores: &[String],
+) -> Result<Vec<(String, Result<(), String>)>, SigningError> {
+    let mut out = Vec::new();
+    if !model.is_dir() {
+        return Ok(out);
+    }
+    let rd = std::fs::read_dir(model).map_err(super::io_err(model))?;
+    for e in rd {
+        let e = e.map_err(super::io_err(model))?;
+        let Some(name) = e.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !is_bundle_name(&name) || super::model::is_ignored(&name, ignores) {
+            continue;
+        }
+        let ok = crate::fsutil::read_capped(&e.path(), MAX_BUNDLE_LEN, Follow::No)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Bundle::parse(&b).map(|_| ()).map_err(|e| e.to_string()));
+        out.push((name, ok));
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The signature file's path relative to the model directory, if it lies inside it.
 pub(crate) fn sig_relative(model: &Path, sig: Option<&Path>) -> Option<String> {
     let sig = sig?;
@@ -96,6 +131,22 @@ pub fn sign_model(
     ignores.extend(opts.ignore.iter().map(|s| normalize_ignore(s)));
     if let Some(rel) = sig_relative(model, opts.sig_path.as_deref()) {
         ignores.push(rel);
+    }
+    // Other signature bundles beside the model (a second signer's) are left out, and recorded
+    // in the ignore list so every OMS verifier agrees; a file named like one that is not a
+    // bundle is refused rather than skipped.
+    for (name, ok) in sibling_bundles(model, &ignores)? {
+        match ok {
+            Ok(()) => ignores.push(name),
+            Err(e) => {
+                return Err(SigningError::Bundle(format!(
+                    "{}: named like a signature bundle but is not one ({e}); \
+                     remove it or pass --ignore {}",
+                    crate::fsutil::shown(&model.join(&name)),
+                    crate::fsutil::shown_str(&name)
+                )))
+            }
+        }
     }
     ignores.sort();
     ignores.dedup();
@@ -189,5 +240,13 @@ pub fn sign_model(
         resources,
         tensors,
     );
-    Ok(Bundle::sign(statement.to_payload()?, key))
+    let bundle = Bundle::sign(statement.to_payload()?, key);
+    // A bundle verify would refuse is never written.
+    let len = bundle.to_json().len() as u64;
+    if len > MAX_BUNDLE_LEN {
+        return Err(SigningError::Limit(format!(
+            "the signature bundle would be {len} bytes, over the {MAX_BUNDLE_LEN}-byte limit"
+        )));
+    }
+    Ok(bundle)
 }

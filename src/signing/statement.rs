@@ -17,6 +17,10 @@ pub const PREDICATE_TYPE: &str = "https://model_signing/signature/v1.0";
 pub const TENSORS_ANNOTATION: &str = "hallmark.tensors.v1";
 /// The per-tensor digest scheme (see [`super::hash`]).
 pub const TENSOR_DIGEST: &str = TENSOR_DIGEST_SCHEME;
+/// Most resources (files) a statement may list.
+pub const MAX_RESOURCES: usize = 1 << 20;
+/// Most ignore paths a statement may record.
+pub const MAX_IGNORE_PATHS: usize = 1 << 16;
 /// Paths that are never hashed, relative to the model directory.
 pub const DEFAULT_IGNORES: [&str; 4] = [".git", ".gitattributes", ".github", ".gitignore"];
 
@@ -217,6 +221,12 @@ impl Statement {
         };
         let ignore_paths = match ser.get("ignore_paths") {
             None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) if a.len() > MAX_IGNORE_PATHS => {
+                return Err(SigningError::Limit(format!(
+                    "{} ignore paths, over the limit of {MAX_IGNORE_PATHS}",
+                    a.len()
+                )))
+            }
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|x| x.as_str().map(str::to_string))
@@ -229,6 +239,12 @@ impl Statement {
             .get("resources")
             .and_then(Value::as_array)
             .ok_or_else(|| bad("`resources` is not an array"))?;
+        if res.len() > MAX_RESOURCES {
+            return Err(SigningError::Limit(format!(
+                "{} resources, over the limit of {MAX_RESOURCES}",
+                res.len()
+            )));
+        }
         let mut resources = Vec::with_capacity(res.len());
         let mut seen = std::collections::HashSet::new();
         for r in res {
@@ -306,7 +322,7 @@ impl Statement {
 }
 
 /// A resource name must be `.` or a relative POSIX path without `.`/`..`/empty components.
-fn check_resource_name(name: &str) -> Result<(), SigningError> {
+pub(crate) fn check_resource_name(name: &str) -> Result<(), SigningError> {
     let ok = name == "."
         || (!name.is_empty()
             && !name.starts_with('/')

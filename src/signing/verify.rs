@@ -19,8 +19,8 @@ use super::bundle::{pae, Bundle, PAYLOAD_TYPE};
 use super::hash::{blake3_bytes, hash_file, tensor_digest, HashType};
 use super::keys::VerifyingKey;
 use super::model::{list_files, normalize_ignore, sort_names, ModelFile};
-use super::sign::sig_relative;
-use super::statement::{FileTensors, Statement, DEFAULT_IGNORES};
+use super::sign::{sibling_bundles, sig_relative};
+use super::statement::{check_resource_name, FileTensors, Statement, DEFAULT_IGNORES};
 use super::{io_err, map_files_bounded, Progress, SigningError};
 use crate::fsutil::Follow;
 use crate::weights::MappedFile;
@@ -142,6 +142,15 @@ pub struct ModelReport {
     pub bytes_hashed: u64,
     /// Whether per-tensor digests were available.
     pub has_tensor_digests: bool,
+    /// The ignore list recorded in the signed statement.
+    pub signed_ignores: Vec<String>,
+    /// Paths present in the model that were not checked: those the signed ignore list, the
+    /// default ignores or the signature's own path name, and other valid signature bundles at
+    /// the top level. Sorted.
+    pub ignored_present: Vec<String>,
+    /// The subset of [`ModelReport::ignored_present`] that holds weight files (by extension):
+    /// a signature that skips weights proves nothing about them.
+    pub ignored_weights: Vec<String>,
 }
 
 impl ModelReport {
@@ -153,6 +162,46 @@ impl ModelReport {
     pub fn problems(&self) -> impl Iterator<Item = &FileReport> {
         self.files.iter().filter(|f| f.status != FileStatus::Ok)
     }
+}
+
+/// File extensions of model weights in any common format.
+pub const WEIGHT_EXTENSIONS: &[&str] = &[
+    "safetensors",
+    "gguf",
+    "ggml",
+    "bin",
+    "pt",
+    "pth",
+    "ckpt",
+    "onnx",
+    "h5",
+    "keras",
+    "msgpack",
+    "npz",
+    "pkl",
+    "pb",
+    "tflite",
+    "mlmodel",
+    "pdparams",
+    "nemo",
+];
+
+fn is_weight_name(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, ext)| WEIGHT_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+}
+
+/// Weight files at or under `path` (not following symlinks; at most 100,000 entries looked at).
+fn weights_under(path: &Path, rel: &str) -> bool {
+    if is_weight_name(rel) {
+        return true;
+    }
+    walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .into_iter()
+        .take(100_000)
+        .filter_map(Result::ok)
+        .any(|e| e.file_type().is_file() && is_weight_name(&e.file_name().to_string_lossy()))
 }
 
 fn ignores_for(model: &Path, st: &Statement, sig: Option<&Path>) -> Vec<String> {
@@ -180,7 +229,32 @@ pub fn check_model(
 ) -> Result<ModelReport, SigningError> {
     let st = &verified.statement;
     let hash_type = st.serialization.hash_type;
-    let ignores = ignores_for(model, st, sig);
+    let mut ignores = ignores_for(model, st, sig);
+    // Another signer's valid bundle beside the model is not part of it (an invalid file named
+    // like one stays in the listing and fails as an extra file).
+    for (name, ok) in sibling_bundles(model, &ignores)? {
+        if ok.is_ok() {
+            ignores.push(name);
+        }
+    }
+    ignores.sort();
+    ignores.dedup();
+    let mut ignored_present = Vec::new();
+    let mut ignored_weights = Vec::new();
+    if model.is_dir() {
+        for ig in &ignores {
+            if ig.is_empty() || check_resource_name(ig).is_err() {
+                continue;
+            }
+            let p = model.join(ig);
+            if p.symlink_metadata().is_ok() {
+                if weights_under(&p, ig) {
+                    ignored_weights.push(ig.clone());
+                }
+                ignored_present.push(ig.clone());
+            }
+        }
+    }
     let listing = list_files(model, &ignores, st.serialization.allow_symlinks)?;
     let tensors: HashMap<&str, &FileTensors> = st
         .tensors
@@ -292,6 +366,9 @@ pub fn check_model(
         hash_type,
         bytes_hashed,
         has_tensor_digests: st.tensors.is_some(),
+        signed_ignores: st.serialization.ignore_paths.clone(),
+        ignored_present,
+        ignored_weights,
     })
 }
 

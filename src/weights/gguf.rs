@@ -2,7 +2,9 @@
 //!
 //! Every count and length is checked against the bytes that remain and against the caps that
 //! llama.cpp and candle apply (strings and arrays up to 2^30 elements, 4 dimensions, nesting depth
-//! 64), so a hostile header can neither allocate unbounded memory nor index out of bounds.
+//! 64), so a hostile header can neither allocate unbounded memory nor index out of bounds. At
+//! most [`MAX_METADATA_ELEMENTS`] array elements are built into values; larger arrays are kept as
+//! byte ranges ([`MetaValue::Unread`]), so memory stays proportional to what is used.
 //! Tensor shapes are reported row-major (outermost first), the reverse of GGML's `ne` order.
 
 use std::collections::HashSet;
@@ -16,10 +18,21 @@ const MAX_ELEMENTS: u64 = 1 << 30;
 const MAX_DIMS: u32 = 4;
 const MAX_DEPTH: u32 = 64;
 const DEFAULT_ALIGNMENT: u64 = 32;
+/// Most metadata keys a GGUF file may have (llama.cpp writes about 40).
+pub const MAX_METADATA_KEYS: u64 = 1 << 16;
+/// Most tensors one weight file may hold, in either format (the largest checkpoints hold a few
+/// thousand per file).
+pub const MAX_TENSORS: u64 = 1 << 18;
+/// Most metadata array elements built into [`MetaValue`]s per file (a 262k-token vocabulary
+/// with its merges and token types needs under 800k). Arrays past the budget are kept as
+/// [`MetaValue::Unread`] byte ranges, so a hostile array costs no memory.
+pub const MAX_METADATA_ELEMENTS: u64 = 1 << 21;
 
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Array elements that may still be built into values.
+    budget: u64,
 }
 
 fn err(msg: impl Into<String>) -> FormatError {
@@ -101,6 +114,20 @@ impl<'a> Cursor<'a> {
                         "{what}: array of {count} elements runs past the end of the file"
                     )));
                 }
+                if count > self.budget {
+                    // Too large to build: walk over it (checking every length) and keep its
+                    // place in the file instead.
+                    let start = self.pos as u64;
+                    for _ in 0..count {
+                        self.skip(ety, depth + 1, what)?;
+                    }
+                    return Ok(MetaValue::Unread {
+                        element_type: ety,
+                        count,
+                        range: start..self.pos as u64,
+                    });
+                }
+                self.budget -= count;
                 let mut v = Vec::with_capacity(count as usize);
                 for _ in 0..count {
                     v.push(self.value(ety, depth + 1, what)?);
@@ -112,6 +139,47 @@ impl<'a> Cursor<'a> {
             12 => MetaValue::F64(f64::from_le_bytes(self.array(what)?)),
             t => return Err(err(format!("{what}: unknown value type {t}"))),
         })
+    }
+}
+
+impl Cursor<'_> {
+    /// Step over one value of type `ty` without building it (every length is still checked).
+    fn skip(&mut self, ty: u32, depth: u32, what: &str) -> Result<(), FormatError> {
+        if depth > MAX_DEPTH {
+            return Err(err(format!("{what}: nesting deeper than {MAX_DEPTH}")));
+        }
+        match ty {
+            8 => {
+                self.string_bytes(what)?;
+            }
+            9 => {
+                let ety = self.u32(what)?;
+                let count = self.u64(what)?;
+                let min = min_value_size(ety)
+                    .ok_or_else(|| err(format!("{what}: unknown array element type {ety}")))?;
+                if count > MAX_ELEMENTS || count.saturating_mul(min) > self.remaining() {
+                    return Err(err(format!(
+                        "{what}: array of {count} elements runs past the end of the file"
+                    )));
+                }
+                if matches!(ety, 8 | 9) {
+                    for _ in 0..count {
+                        self.skip(ety, depth + 1, what)?;
+                    }
+                } else {
+                    self.take(count * min, what)?;
+                }
+            }
+            7 => {
+                self.value(ty, depth, what)?;
+            }
+            t => {
+                let n = min_value_size(t)
+                    .ok_or_else(|| err(format!("{what}: unknown value type {t}")))?;
+                self.take(n, what)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -132,7 +200,11 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
     if bytes.len() < 24 {
         return Err(FormatError::TooSmall(file_len));
     }
-    let mut c = Cursor { buf: bytes, pos: 0 };
+    let mut c = Cursor {
+        buf: bytes,
+        pos: 0,
+        budget: MAX_METADATA_ELEMENTS,
+    };
     if c.take(4, "magic")? != MAGIC {
         return Err(FormatError::UnknownFormat);
     }
@@ -151,6 +223,16 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
     if n_tensors.saturating_mul(24) > c.remaining() {
         return Err(err(format!(
             "tensor count {n_tensors} exceeds what the file can hold"
+        )));
+    }
+    if n_kv > MAX_METADATA_KEYS {
+        return Err(FormatError::Limit(format!(
+            "GGUF: {n_kv} metadata keys, over the limit of {MAX_METADATA_KEYS}"
+        )));
+    }
+    if n_tensors > MAX_TENSORS {
+        return Err(FormatError::Limit(format!(
+            "GGUF: {n_tensors} tensors, over the limit of {MAX_TENSORS}"
         )));
     }
     let mut metadata = Vec::with_capacity(n_kv as usize);

@@ -44,6 +44,17 @@ pub enum MetaValue {
     String(String),
     /// An array of values.
     Array(Vec<MetaValue>),
+    /// A GGUF array too large to build into values (see [`gguf::MAX_METADATA_ELEMENTS`]): its
+    /// element type, length and byte range in the file (after the type and count fields).
+    /// Nothing hallmark hashes or fingerprints needs it.
+    Unread {
+        /// GGUF value type of the elements.
+        element_type: u32,
+        /// Number of elements.
+        count: u64,
+        /// Absolute byte range of the elements.
+        range: Range<u64>,
+    },
 }
 
 impl MetaValue {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
-use serde::de::{self, MapAccess, Visitor};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::{DType, ParsedFile, TensorInfo, WeightFormat};
@@ -16,16 +16,124 @@ use crate::error::FormatError;
 /// Largest header the reader accepts (the safetensors crate's own cap).
 pub const MAX_HEADER_LEN: u64 = 100_000_000;
 
+/// Most dimensions a safetensors tensor may have (real tensors have at most 5).
+pub const MAX_DIMS: usize = 16;
+
+/// Prefix of a serde error that reports a limit rather than malformed JSON.
+const LIMIT_TAG: &str = "\0limit\0";
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEntry {
     dtype: String,
-    shape: Vec<u64>,
+    shape: Shape,
     data_offsets: [u64; 2],
 }
 
+/// A shape of at most [`MAX_DIMS`] dimensions, refused as soon as it grows past the cap.
+struct Shape(Vec<u64>);
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shape;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of dimensions")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+                let mut v = Vec::new();
+                while let Some(d) = seq.next_element::<u64>()? {
+                    if v.len() == MAX_DIMS {
+                        return Err(de::Error::custom(format_args!(
+                            "{LIMIT_TAG}a tensor has more than {MAX_DIMS} dimensions"
+                        )));
+                    }
+                    v.push(d);
+                }
+                Ok(Shape(v))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// `__metadata__`: a map of strings to strings, checked while it is read (a non-string value is
+/// refused at its first byte, before it is built).
+struct Metadata(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Metadata;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of strings to strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Metadata, A::Error> {
+                let mut v = Vec::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let val = map.next_value::<StrOnly>().map_err(|_| {
+                        de::Error::custom(format_args!(
+                            "{BAD_META_TAG}value of `{k}` is not a string"
+                        ))
+                    })?;
+                    v.push((k, val.0));
+                }
+                Ok(Metadata(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Metadata, E> {
+                Err(E::custom(format_args!("{BAD_META_TAG}not an object")))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Metadata, A::Error> {
+                Err(de::Error::custom(format_args!(
+                    "{BAD_META_TAG}not an object"
+                )))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Metadata, E> {
+                Err(E::custom(format_args!("{BAD_META_TAG}not an object")))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Metadata, E> {
+                Err(E::custom(format_args!("{BAD_META_TAG}not an object")))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Metadata, E> {
+                Err(E::custom(format_args!("{BAD_META_TAG}not an object")))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Metadata, E> {
+                Err(E::custom(format_args!("{BAD_META_TAG}not an object")))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Metadata, E> {
+                Err(E::custom(format_args!("{BAD_META_TAG}not an object")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string value; anything else fails without being read further.
+struct StrOnly(String);
+
+impl<'de> Deserialize<'de> for StrOnly {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StrOnly;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<StrOnly, E> {
+                Ok(StrOnly(s.to_string()))
+            }
+        }
+        d.deserialize_string(V)
+    }
+}
+
+/// Prefix of a serde error about `__metadata__`.
+const BAD_META_TAG: &str = "\0meta\0";
+
 enum Item {
-    Metadata(serde_json::Value),
+    Metadata(Vec<(String, String)>),
     Tensor(String, RawEntry),
 }
 
@@ -47,8 +155,14 @@ impl<'de> Deserialize<'de> for Header {
                         return Err(de::Error::custom(format_args!("\0dup\0{key}")));
                     }
                     if key == "__metadata__" {
-                        items.push(Item::Metadata(map.next_value()?));
+                        items.push(Item::Metadata(map.next_value::<Metadata>()?.0));
                     } else {
+                        if items.len() as u64 > super::gguf::MAX_TENSORS {
+                            return Err(de::Error::custom(format_args!(
+                                "{LIMIT_TAG}more than {} tensors",
+                                super::gguf::MAX_TENSORS
+                            )));
+                        }
                         let entry: RawEntry = map.next_value()?;
                         items.push(Item::Tensor(key, entry));
                     }
@@ -80,10 +194,19 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
     let text = std::str::from_utf8(header_bytes).map_err(|_| FormatError::NotUtf8)?;
     let header: Header = serde_json::from_str(text).map_err(|e| {
         let msg = e.to_string();
+        // serde_json appends " at line .. column .."; keep only what the visitor said.
+        let cut = |rest: &str| {
+            rest.rsplit_once(" at line")
+                .map(|(a, _)| a)
+                .unwrap_or(rest)
+                .to_string()
+        };
         if let Some(rest) = msg.strip_prefix("\0dup\0") {
-            // serde_json appends " at line .. column .."; keep only the name.
-            let name = rest.rsplit_once(" at line").map(|(a, _)| a).unwrap_or(rest);
-            FormatError::DuplicateTensor(name.to_string())
+            FormatError::DuplicateTensor(cut(rest))
+        } else if let Some(rest) = msg.strip_prefix(LIMIT_TAG) {
+            FormatError::Limit(format!("safetensors header: {}", cut(rest)))
+        } else if let Some(rest) = msg.strip_prefix(BAD_META_TAG) {
+            FormatError::BadMetadata(cut(rest))
         } else {
             FormatError::NotJsonObject(msg)
         }
@@ -93,18 +216,9 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
     let mut tensors = Vec::new();
     for item in header.0 {
         match item {
-            Item::Metadata(v) => {
-                let serde_json::Value::Object(obj) = v else {
-                    return Err(FormatError::BadMetadata("not an object".into()));
-                };
-                for (k, v) in obj {
-                    let serde_json::Value::String(s) = v else {
-                        return Err(FormatError::BadMetadata(format!(
-                            "value of `{k}` is not a string"
-                        )));
-                    };
-                    metadata.insert(k, s);
-                }
+            Item::Metadata(pairs) => {
+                // A repeated key keeps its last value (as a JSON object would).
+                metadata.extend(pairs);
             }
             Item::Tensor(name, e) => {
                 let dtype =
@@ -114,6 +228,7 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
                     })?;
                 let elements = e
                     .shape
+                    .0
                     .iter()
                     .try_fold(1u64, |a, &d| a.checked_mul(d))
                     .ok_or_else(|| FormatError::Overflow(name.clone()))?;
@@ -143,7 +258,7 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
                 tensors.push(TensorInfo {
                     name,
                     dtype,
-                    shape: e.shape,
+                    shape: e.shape.0,
                     range: start..stop,
                 });
             }

@@ -289,3 +289,67 @@ fn sniff_and_parse_never_panic_on_prefixes() {
         }
     }
 }
+
+#[test]
+fn gguf_huge_metadata_array_is_kept_as_a_range_not_built() {
+    // One u8 array of 2^22 elements (over the element budget) and a small one after it.
+    let mut v = gguf_prefix(0, 2);
+    let put_str = |v: &mut Vec<u8>, s: &str| {
+        v.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        v.extend_from_slice(s.as_bytes());
+    };
+    put_str(&mut v, "junk");
+    v.extend_from_slice(&9u32.to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes());
+    let n: u64 = gguf::MAX_METADATA_ELEMENTS + 1;
+    v.extend_from_slice(&n.to_le_bytes());
+    let start = v.len() as u64;
+    v.resize(v.len() + n as usize, 7);
+    let end = v.len() as u64;
+    put_str(&mut v, "small");
+    v.extend_from_slice(&9u32.to_le_bytes());
+    v.extend_from_slice(&4u32.to_le_bytes());
+    v.extend_from_slice(&2u64.to_le_bytes());
+    v.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
+    let p = gguf::parse(&v).unwrap();
+    assert_eq!(
+        p.meta("junk"),
+        Some(&MetaValue::Unread {
+            element_type: 0,
+            count: n,
+            range: start..end
+        })
+    );
+    assert_eq!(
+        p.meta("small"),
+        Some(&MetaValue::Array(vec![
+            MetaValue::U64(1),
+            MetaValue::U64(2)
+        ]))
+    );
+    // A parsed file holding an unread array cannot be written back.
+    assert!(gguf_bytes(&[], &p.metadata).is_err());
+}
+
+#[test]
+fn limits_are_limit_errors() {
+    let v = gguf_prefix(0, gguf::MAX_METADATA_KEYS + 1);
+    let mut v2 = v.clone();
+    v2.resize(v.len() + 14 * (gguf::MAX_METADATA_KEYS as usize + 1), 0);
+    assert!(matches!(gguf::parse(&v2), Err(FormatError::Limit(_))));
+    // safetensors: a non-string metadata value is refused at once, as BadMetadata.
+    let hdr = br#"{"__metadata__":{"a":[1,2,3]}}"#;
+    let mut b = (hdr.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(hdr);
+    assert!(
+        matches!(safetensors::parse(&b), Err(FormatError::BadMetadata(m)) if m.contains("`a`"))
+    );
+    let hdr =
+        br#"{"t":{"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1],"data_offsets":[0,1]}}"#;
+    let mut b = (hdr.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(hdr);
+    b.push(0);
+    assert!(
+        matches!(safetensors::parse(&b), Err(FormatError::Limit(m)) if m.contains("dimensions"))
+    );
+}

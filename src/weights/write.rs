@@ -72,7 +72,15 @@ fn value_type(v: &MetaValue) -> u32 {
         MetaValue::F64(_) => 12,
         MetaValue::Bool(_) => 7,
         MetaValue::String(_) => 8,
-        MetaValue::Array(_) => 9,
+        MetaValue::Array(_) | MetaValue::Unread { .. } => 9,
+    }
+}
+
+fn has_unread(v: &MetaValue) -> bool {
+    match v {
+        MetaValue::Unread { .. } => true,
+        MetaValue::Array(items) => items.iter().any(has_unread),
+        _ => false,
     }
 }
 
@@ -91,6 +99,11 @@ fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
                 put_value(out, it);
             }
         }
+        // Refused by `gguf_bytes` before anything is written.
+        MetaValue::Unread { element_type, .. } => {
+            out.extend_from_slice(&element_type.to_le_bytes());
+            out.extend_from_slice(&0u64.to_le_bytes());
+        }
     }
 }
 
@@ -105,6 +118,11 @@ pub fn gguf_bytes(
         .find(|(k, _)| k == "general.alignment")
         .and_then(|(_, v)| v.as_u64())
         .unwrap_or(32);
+    if let Some((k, _)) = metadata.iter().find(|(_, v)| has_unread(v)) {
+        return Err(format!(
+            "metadata `{k}` holds an array that was not read; it cannot be written"
+        ));
+    }
     let mut out = Vec::new();
     out.extend_from_slice(super::gguf::MAGIC);
     out.extend_from_slice(&3u32.to_le_bytes());
