@@ -5,3 +5,4 @@ mod generate;
 mod mark;
 mod signing;
 mod textmark;
+mod trained;

@@ -119,16 +119,16 @@ impl Default for SetConfig {
             warmup: 20,
             child_steps: steps / 4,
             ft_lr: lr / 5.0,
-            eval_every: 25,
+            eval_every: 15,
         };
         Self {
             seeds: 5,
             data_seed: 20_260_101,
-            slice_tokens: [30_000, 8_000, 8_000],
+            slice_tokens: [16_000, 4_000, 4_000],
             eval_batch: 16,
             families: vec![
-                fam(Family::Llama, 32, 8, 250, 5e-3),
-                fam(Family::Bert, 32, 16, 250, 5e-3),
+                fam(Family::Llama, 32, 8, 150, 8e-3),
+                fam(Family::Bert, 32, 16, 150, 8e-3),
             ],
         }
     }
@@ -221,9 +221,22 @@ pub fn tokenizer_path(f: Family) -> &'static str {
     }
 }
 
+/// Environment variable naming another file with the same tokenizer as
+/// [`tokenizer_path`]`(f)` (a `tokenizer.json` exported from the GGUF, where the GGUF is absent).
+/// The cache key hashes the token streams, so the set is the same either way.
+pub fn tokenizer_env(f: Family) -> &'static str {
+    match f {
+        Family::Llama => "HALLMARK_TESTKIT_LLAMA_TOKENIZER",
+        Family::Bert => "HALLMARK_TESTKIT_BERT_TOKENIZER",
+    }
+}
+
 /// Tokenize the corpus for family `f`.
 pub fn load_corpus(root: &Path, f: Family, cfg: &SetConfig) -> Result<Corpus, KitError> {
-    let tp = root.join(tokenizer_path(f));
+    let tp = match std::env::var_os(tokenizer_env(f)) {
+        Some(p) => PathBuf::from(p),
+        None => root.join(tokenizer_path(f)),
+    };
     if !tp.exists() {
         return Err(KitError::Bad(format!(
             "{} is missing: run test-models/fetch.sh",
@@ -384,6 +397,66 @@ fn save(
     Ok((file, rows))
 }
 
+/// Run `job` on a private one-thread rayon pool, so that candle's matrix products stay on the
+/// thread that trains this model and models train side by side without contending for one pool.
+fn single_threaded<T: Send>(
+    job: impl FnOnce() -> Result<T, KitError> + Send,
+) -> Result<T, KitError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| KitError::Bad(format!("thread pool: {e}")))?
+        .install(job)
+}
+
+/// Train one model from `run` and save it; returns its record and final state.
+#[allow(clippy::too_many_arguments)]
+fn one_model(
+    dir: &Path,
+    fc: &FamilyConfig,
+    c: &Corpus,
+    mut run: Run,
+    (name, origin, seed): (String, Origin, u64),
+    (slice, steps, lr, data_seed): (usize, usize, f64, u64),
+    eval: &model::Batch,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<(ModelRecord, Run), KitError> {
+    let t0 = Instant::now();
+    let k = model::Consts::new(&fc.shape)?;
+    let mut data = ChaCha8Rng::seed_from_u64(data_seed);
+    let curves = train(
+        fc,
+        c,
+        &mut run,
+        &c.slices[slice],
+        steps,
+        lr,
+        &mut data,
+        eval,
+        &k,
+        &mut |l| log(&format!("{name}: {l}")),
+    )?;
+    let (file, trained_rows_file) = save(dir, &name, fc.family, &run, c)?;
+    let rec = ModelRecord {
+        name,
+        origin,
+        seed,
+        file,
+        trained_rows_file,
+        train_curve: curves.train,
+        eval_curve: curves.eval,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    log(&format!(
+        "{}: eval loss {:.3} -> {:.3} in {:.1} s",
+        rec.name,
+        rec.eval_curve[0].1,
+        rec.final_eval_loss(),
+        rec.seconds
+    ));
+    Ok((rec, run))
+}
+
 fn train_family(
     dir: &Path,
     cfg: &SetConfig,
@@ -392,107 +465,85 @@ fn train_family(
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<FamilyRecord, KitError> {
     let f = fc.family;
-    let k = model::Consts::new(&fc.shape)?;
     let mut eval_rng = ChaCha8Rng::seed_from_u64(cfg.data_seed ^ 0xE7A1);
     let eval = model::batch(f, &fc.shape, c, &c.slices[0], cfg.eval_batch, &mut eval_rng)?;
-    let fam_seed = match f {
+    let fam_seed: u64 = match f {
         Family::Llama => 0x11a3a,
         Family::Bert => 0xbe27,
     };
+    let eval = &eval;
+    // Independent models, one thread each. One data order for every seed: the models differ
+    // only in their initialisation.
+    let results = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..cfg.seeds as u64)
+            .map(|seed| {
+                sc.spawn(move || {
+                    single_threaded(|| {
+                        let mut rng = ChaCha8Rng::seed_from_u64(fam_seed * 1000 + seed);
+                        let (params, init_embedding) = model::init(f, &fc.shape, c, &mut rng)?;
+                        let run = Run {
+                            params,
+                            init_embedding,
+                            decay: 1.0,
+                        };
+                        let name = format!("{}-s{seed}", f.name());
+                        one_model(
+                            dir,
+                            fc,
+                            c,
+                            run,
+                            (name, Origin::Independent, seed),
+                            (0, fc.steps, fc.lr, cfg.data_seed),
+                            eval,
+                            log,
+                        )
+                    })
+                })
+            })
+            .collect();
+        join_all(handles)
+    })?;
     let mut models = Vec::new();
     let mut parent = None;
-    for seed in 0..cfg.seeds as u64 {
-        let t0 = Instant::now();
-        let mut rng = ChaCha8Rng::seed_from_u64(fam_seed * 1000 + seed);
-        let (params, init_embedding) = model::init(f, &fc.shape, c, &mut rng)?;
-        let mut run = Run {
-            params,
-            init_embedding,
-            decay: 1.0,
-        };
-        // One data order for every seed: the models differ only in their initialisation.
-        let mut data = ChaCha8Rng::seed_from_u64(cfg.data_seed);
-        let curves = train(
-            fc,
-            c,
-            &mut run,
-            &c.slices[0],
-            fc.steps,
-            fc.lr,
-            &mut data,
-            &eval,
-            &k,
-            &mut |l| log(&format!("{}: {l}", f.name())),
-        )?;
-        let name = format!("{}-s{seed}", f.name());
-        let (file, trained_rows_file) = save(dir, &name, f, &run, c)?;
-        let rec = ModelRecord {
-            name,
-            origin: Origin::Independent,
-            seed,
-            file,
-            trained_rows_file,
-            train_curve: curves.train,
-            eval_curve: curves.eval,
-            seconds: t0.elapsed().as_secs_f64(),
-        };
-        log(&format!(
-            "{}: eval loss {:.3} -> {:.3} in {:.1} s",
-            rec.name,
-            rec.eval_curve[0].1,
-            rec.final_eval_loss(),
-            rec.seconds
-        ));
-        models.push(rec);
-        if seed == 0 {
+    for (rec, run) in results {
+        if rec.seed == 0 {
             parent = Some(run);
         }
-    }
-    let parent = parent.ok_or_else(|| KitError::Bad("no seeds".into()))?;
-    for (origin, slice, lr, tag) in [
-        (Origin::Continued, 1, fc.lr, "cont"),
-        (Origin::FineTuned, 2, fc.ft_lr, "ft"),
-    ] {
-        let t0 = Instant::now();
-        let mut run = Run {
-            params: parent.params.deep_clone()?,
-            init_embedding: parent.init_embedding.clone(),
-            decay: parent.decay,
-        };
-        let mut data = ChaCha8Rng::seed_from_u64(cfg.data_seed + 1 + slice as u64);
-        let curves = train(
-            fc,
-            c,
-            &mut run,
-            &c.slices[slice],
-            fc.child_steps,
-            lr,
-            &mut data,
-            &eval,
-            &k,
-            &mut |l| log(&format!("{}: {l}", f.name())),
-        )?;
-        let name = format!("{}-s0-{tag}", f.name());
-        let (file, trained_rows_file) = save(dir, &name, f, &run, c)?;
-        let rec = ModelRecord {
-            name,
-            origin,
-            seed: 0,
-            file,
-            trained_rows_file,
-            train_curve: curves.train,
-            eval_curve: curves.eval,
-            seconds: t0.elapsed().as_secs_f64(),
-        };
-        log(&format!(
-            "{}: eval loss {:.3} -> {:.3} in {:.1} s",
-            rec.name,
-            rec.eval_curve[0].1,
-            rec.final_eval_loss(),
-            rec.seconds
-        ));
         models.push(rec);
     }
+    let parent = parent.ok_or_else(|| KitError::Bad("no seeds".into()))?;
+    let parent = &parent;
+    let children = std::thread::scope(|sc| {
+        let handles: Vec<_> = [
+            (Origin::Continued, 1, fc.lr, "cont"),
+            (Origin::FineTuned, 2, fc.ft_lr, "ft"),
+        ]
+        .into_iter()
+        .map(|(origin, slice, lr, tag)| {
+            sc.spawn(move || {
+                single_threaded(|| {
+                    let run = Run {
+                        params: parent.params.deep_clone()?,
+                        init_embedding: parent.init_embedding.clone(),
+                        decay: parent.decay,
+                    };
+                    one_model(
+                        dir,
+                        fc,
+                        c,
+                        run,
+                        (format!("{}-s0-{tag}", f.name()), origin, 0),
+                        (slice, fc.child_steps, lr, cfg.data_seed + 1 + slice as u64),
+                        eval,
+                        log,
+                    )
+                })
+            })
+        })
+        .collect();
+        join_all(handles)
+    })?;
+    models.extend(children.into_iter().map(|(rec, _)| rec));
     let sampled = hallmark::fingerprint::extract::sample_rows(
         c.vocab,
         hallmark::fingerprint::extract::SAMPLE_ROWS,
@@ -511,6 +562,18 @@ fn train_family(
     })
 }
 
+fn join_all<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T, KitError>>>,
+) -> Result<Vec<T>, KitError> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| KitError::Bad("a training thread panicked".into()))?
+        })
+        .collect()
+}
+
 fn generate(
     root: &Path,
     cfg: &SetConfig,
@@ -527,8 +590,7 @@ fn generate(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    // One thread per family: candle runs most element-wise operations on one core, so two
-    // families side by side use both cores of a small machine.
+    // One thread per family, and one per model within it (see `single_threaded`).
     let tmp_ref = &tmp;
     let families = std::thread::scope(|sc| {
         let handles: Vec<_> = cfg
@@ -537,13 +599,7 @@ fn generate(
             .zip(corpora)
             .map(|(fc, c)| sc.spawn(move || train_family(tmp_ref, cfg, fc, c, log)))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| KitError::Bad("a training thread panicked".into()))?
-            })
-            .collect::<Result<Vec<_>, KitError>>()
+        join_all(handles)
     });
     let families = match families {
         Ok(f) => f,

@@ -22,6 +22,34 @@ fn main() -> ExitCode {
                 Some(n) if n >= 4 => steps = Some(n),
                 _ => return usage("--steps needs a number of at least 4"),
             },
+            "--export-llama-tokenizer" => {
+                // Writes SmolLM2's tokenizer (rebuilt from the GGUF metadata) as tokenizer.json,
+                // for machines that have the text but not the GGUF.
+                let Some(out) = it.next() else {
+                    return usage("--export-llama-tokenizer needs a path");
+                };
+                let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+                let gguf = root.join(hallmark_testkit::tokenizer_path(
+                    hallmark_testkit::model::Family::Llama,
+                ));
+                let json = hallmark::tokenizer::Tokenizer::from_path(&gguf)
+                    .and_then(|t| t.to_json())
+                    .map_err(|e| e.to_string());
+                return match json.and_then(|j| {
+                    hallmark::fsutil::write_atomic(
+                        std::path::Path::new(out),
+                        j.as_bytes(),
+                        hallmark::fsutil::WriteMode::Public,
+                    )
+                    .map_err(|e| e.to_string())
+                }) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("hallmark-train: {e}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
             "-h" | "--help" => {
                 println!("usage: hallmark-train [--plot PNG] [--steps N]");
                 return ExitCode::SUCCESS;
