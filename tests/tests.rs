@@ -7,3 +7,4 @@ mod mark;
 mod onnx;
 mod signing;
 mod textmark;
+mod trained;
