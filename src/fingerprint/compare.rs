@@ -374,7 +374,20 @@ impl Suspect {
                 .collect::<Vec<_>>(),
         )?;
         let zr = zr_all.select(Axis(0), &b.keep);
-        let inv = invariant_similarity(&zs, &zr);
+        // The similarity is description, not part of the p-value: report the most similar
+        // candidate (a rotated copy has no p-value winner to pick it out).
+        let mut inv = invariant_similarity(&zs, &zr);
+        for (c, e) in self.embeddings.iter().enumerate() {
+            if c == b.c {
+                continue;
+            }
+            let keep: Vec<usize> = (0..fp.embedding.rows.len())
+                .filter(|&k| fp.embedding.rows[k] < e.vocab)
+                .collect();
+            let idx: Vec<usize> = keep.iter().map(|&k| fp.embedding.rows[k]).collect();
+            let zc = self.rows(c, &idx)?;
+            inv = inv.max(invariant_similarity(&zc, &zr_all.select(Axis(0), &keep)));
+        }
         // Bonferroni over the suspect's embedding candidates.
         let ln_p = (b.ln_p + cands.ln()).min(0.0);
         let p = ln_p.exp().max(f64::MIN_POSITIVE);
