@@ -209,7 +209,7 @@ fn calibrate(pairs: usize, plot: Option<PathBuf>) -> anyhow::Result<()> {
     use rayon::prelude::*;
     let t0 = Instant::now();
     let mut series = Vec::new();
-    println!("| hidden | outlier units | pairs | p <= 1e-3 | <= 1e-2 | <= 0.05 | <= 0.1 | min p |");
+    println!("| hidden | outlier units | pairs | pairs with p <= 1e-3 | rate p <= 1e-2 | <= 0.05 | <= 0.1 | min p |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut all: Vec<(usize, Vec<f64>)> = Vec::new();
     for outliers in [0usize, 3] {
