@@ -9,7 +9,6 @@ use hallmark::fingerprint::zoo::{apply, export, Config, Export, Transform, ZMode
 use hallmark::fingerprint::{extract, Suspect};
 use hallmark::weights::DType;
 
-
 const SMOLLM: &str = "test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn hallmark(args: &[&str]) -> Output {
@@ -393,7 +392,10 @@ fn hostile_inputs_are_refused_cleanly() {
     let (code, v) = detect_json(&bert, &reg);
     assert_eq!(code, 2, "{v}");
     let broken = result(&v, "broken");
-    assert!(broken["error"].is_string() && broken["p_value"].is_null(), "{v}");
+    assert!(
+        broken["error"].is_string() && broken["p_value"].is_null(),
+        "{v}"
+    );
 }
 
 /// A sharded directory is one model: fingerprint it, then find a GGUF copy; and the reverse.
@@ -571,24 +573,36 @@ fn old_split_half_ln_p(zs: &ndarray::Array2<f32>, zr: &ndarray::Array2<f32>) -> 
         let best_row: Vec<usize> = a
             .columns()
             .into_iter()
-            .map(|col| (0..col.len()).max_by(|&x, &y| col[x].total_cmp(&col[y])).unwrap())
+            .map(|col| {
+                (0..col.len())
+                    .max_by(|&x, &y| col[x].total_cmp(&col[y]))
+                    .unwrap()
+            })
             .collect();
         (0..a.nrows())
             .map(|r| {
                 let row = a.row(r);
-                let k = (0..row.len()).max_by(|&x, &y| row[x].total_cmp(&row[y])).unwrap();
+                let k = (0..row.len())
+                    .max_by(|&x, &y| row[x].total_cmp(&row[y]))
+                    .unwrap();
                 (best_row[k] == r).then_some(k)
             })
             .collect::<Vec<_>>()
     };
     let (a, b) = (half(0), half(1));
     let n_a = a.iter().filter(|m| m.is_some()).count();
-    let agree = a.iter().zip(&b).filter(|(x, y)| x.is_some() && x == y).count();
+    let agree = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x.is_some() && x == y)
+        .count();
     // The old bound counted agreements as if they were fixed points of a random relabelling.
     let h = zr.ncols();
     let _ = fixed_point_ln_p;
     use statrs::function::gamma::ln_gamma;
-    let lc = ln_gamma(n_a as f64 + 1.0) - ln_gamma(agree as f64 + 1.0) - ln_gamma((n_a - agree) as f64 + 1.0);
+    let lc = ln_gamma(n_a as f64 + 1.0)
+        - ln_gamma(agree as f64 + 1.0)
+        - ln_gamma((n_a - agree) as f64 + 1.0);
     (lc + ln_gamma((h - agree) as f64 + 1.0) - ln_gamma(h as f64 + 1.0)).min(0.0)
 }
 
@@ -633,5 +647,8 @@ fn shared_structure_null_is_calibrated_and_exposes_the_old_statistic() {
     assert!(ps.iter().all(|&p| p > 1e-6));
     assert!(rate(&ps, 1e-2) <= 1e-2);
     assert!(rate(&ps, 1e-1) <= 1e-1);
-    assert!(rate(&old, 1e-3) >= 0.5, "the old statistic should fail here");
+    assert!(
+        rate(&old, 1e-3) >= 0.5,
+        "the old statistic should fail here"
+    );
 }
