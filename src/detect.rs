@@ -353,7 +353,10 @@ mod tests {
         let ps = [0.004, 0.02, 0.5, 1e-9, 0.3];
         let l: Vec<f64> = ps.iter().map(|p: &f64| p.log10()).collect();
         for (a, b) in holm_log10(&l).iter().zip(crate::stats::holm(&ps)) {
-            assert!((10f64.powf(*a) - b).abs() < 1e-12 * b.max(1e-300), "{a} {b}");
+            assert!(
+                (10f64.powf(*a) - b).abs() < 1e-12 * b.max(1e-300),
+                "{a} {b}"
+            );
         }
     }
 

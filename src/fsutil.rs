@@ -71,7 +71,9 @@ pub fn remove_stale_temps(dir: &Path) -> usize {
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
             continue;
         };
-        let pid = rest.split_once('-').and_then(|(p, _)| p.parse::<u32>().ok());
+        let pid = rest
+            .split_once('-')
+            .and_then(|(p, _)| p.parse::<u32>().ok());
         if pid.is_some_and(process_alive) {
             continue;
         }
@@ -292,7 +294,12 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], mode: WriteMode) -> io::Result<()
     let tmp = tempfile::Builder::new()
         .prefix(&temp_prefix())
         .tempfile_in(dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {}", dest.display(), io::Error::from(e.kind()))))?;
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{}: {}", dest.display(), io::Error::from(e.kind())),
+            )
+        })?;
     let tmp_path = tmp.path().to_path_buf();
     track_temp(&tmp_path);
     let r = finish_write(tmp, dest, bytes, mode);

@@ -10,8 +10,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
+# Bold headings only on a terminal; plain text when piped or logged.
+if [ -t 1 ]; then BOLD=$'\033[1m'; PLAIN=$'\033[0m'; else BOLD=; PLAIN=; fi
+
 test-models/fetch.sh
-cargo build --release --bins --quiet
+# The same build as `cargo test --release` (test binaries included), so that command compiles
+# nothing more afterwards.
+echo "demo: building hallmark and its tests (cargo test --release --no-run); the first build takes several minutes on 2 cores..."
+cargo test --release --no-run
 H="$root/target/release/hallmark"
 TM="$root/target/release/hallmark-testmodels"
 ZOO="$root/target/release/hallmark-zoo"
@@ -21,7 +27,7 @@ mkdir -p "$work"
 export HALLMARK_REGISTRY="$work/registry"
 mkdir -p "$HALLMARK_REGISTRY"
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step() { printf '\n%s== %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 run() { printf '$ %s\n' "$*" | sed "s#$H#hallmark#g; s#$TM#hallmark-testmodels#g; s#$ZOO#hallmark-zoo#g; s#$root/##g"; "$@"; }
 expect_exit() { # code cmd...
   local want=$1; shift
@@ -80,4 +86,4 @@ step "   the leak: the marked release, fine-tuned (5% noise), FFN-permuted and r
 run "$ZOO" leak --model "$work/release-marked/model.safetensors" --family minilm --case 'noise-5%+ffn-permute+q4_0' --out "$work/leaked-marked"
 expect_exit 0 "$H" detect "$work/leaked-marked.gguf"
 
-printf '\n\033[1mdemo: every step behaved as expected\033[0m (work files in %s)\n' "${work#$root/}"
+printf '\n%sdemo: every step behaved as expected%s (work files in %s)\n' "$BOLD" "$PLAIN" "${work#$root/}"

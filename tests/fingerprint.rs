@@ -392,7 +392,10 @@ fn hostile_inputs_are_refused_cleanly() {
     let (code, v) = detect_json(&bert, &reg);
     assert_eq!(code, 2, "{v}");
     let broken = result(&v, "broken");
-    assert!(broken["error"].is_string() && broken["p_value"].is_null(), "{v}");
+    assert!(
+        broken["error"].is_string() && broken["p_value"].is_null(),
+        "{v}"
+    );
 }
 
 /// A sharded directory is one model: fingerprint it, then find a GGUF copy; and the reverse.

@@ -1,5 +1,6 @@
 //! hallmark integration tests: one binary, one module per area.
 
+mod cli;
 mod fingerprint;
 mod generate;
 mod hostile;

@@ -1110,7 +1110,10 @@ fn detect_cli_end_to_end_with_several_keys() {
     assert_eq!(out.len(), 2, "{stdout}");
     assert_eq!(out[0]["status"], "undecided");
     assert_eq!(out[1]["status"], "error");
-    assert!(out[1]["error"].as_str().unwrap().contains("text"), "{stdout}");
+    assert!(
+        out[1]["error"].as_str().unwrap().contains("text"),
+        "{stdout}"
+    );
     // A damaged key is an error result for that key; the others are still tested.
     std::fs::write(
         reg.join("broken.wmkey"),
@@ -1121,12 +1124,17 @@ fn detect_cli_end_to_end_with_several_keys() {
         &["detect", texts[0].1.to_str().unwrap(), "--registry", regs],
         None,
     );
-    assert_eq!(code, 0, "the watermarked text still matches its key: {stderr}");
+    assert_eq!(
+        code, 0,
+        "the watermarked text still matches its key: {stderr}"
+    );
     assert!(
         stderr.starts_with("hallmark: ") && stderr.contains("broken"),
         "{stderr}"
     );
     let (code, stdout, _) = hallmark(&["detect", "-", "--registry", regs, "--json"], Some(&human));
-    assert_eq!(code, 2, "no match over a registry with a broken key: {stdout}");
-
+    assert_eq!(
+        code, 2,
+        "no match over a registry with a broken key: {stdout}"
+    );
 }

@@ -13,9 +13,11 @@ use hallmark::registry::{EntryKind, Registry};
 /// no match elsewhere); 3 undecided (too little evidence to decide, no match). With `--jsonl`,
 /// the codes combine over the lines: any match 0, else any error 2, else any undecided 3.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Exit codes: 0 match; 1 no match (every test decided); 2 error (bad \
+#[command(
+    after_help = "Exit codes: 0 match; 1 no match (every test decided); 2 error (bad \
 input, nothing registered of the suspect's kind, or an entry that could not be tested); 3 \
-undecided (too little evidence, e.g. a short text; no match).")]
+undecided (too little evidence, e.g. a short text; no match)."
+)]
 pub struct Args {
     /// Suspect weight file or directory, or a text file; `-` reads text from stdin.
     #[arg(required_unless_present = "jsonl", conflicts_with = "jsonl")]
@@ -352,7 +354,13 @@ fn result_line(t: &KeyTest) -> String {
             .and_then(|p| p.as_array())
             .map(|a| {
                 a.iter()
-                    .map(|f| format!("{} {}", f["file"].as_str().unwrap_or("?"), f["status"].as_str().unwrap_or("?")))
+                    .map(|f| {
+                        format!(
+                            "{} {}",
+                            f["file"].as_str().unwrap_or("?"),
+                            f["status"].as_str().unwrap_or("?")
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             })
@@ -373,7 +381,11 @@ fn result_line(t: &KeyTest) -> String {
                 let summary = l
                     .as_str()
                     .map(str::to_string)
-                    .or_else(|| l.get("summary").and_then(|s| s.as_str()).map(str::to_string))
+                    .or_else(|| {
+                        l.get("summary")
+                            .and_then(|s| s.as_str())
+                            .map(str::to_string)
+                    })
                     .unwrap_or_else(|| l.to_string());
                 s.push_str(&format!("; lineage: {summary}"));
             }
@@ -409,7 +421,9 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
         Status::NoMatch => "no match",
         Status::Undecided => "TOO SHORT TO DECIDE",
         Status::Error if r.results.is_empty() => "ERROR: nothing registered to test against",
-        Status::Error => "ERROR: some registered entries could not be tested, no match among the rest",
+        Status::Error => {
+            "ERROR: some registered entries could not be tested, no match among the rest"
+        }
     };
     write!(out, "{}: {}", r.input, verdict)?;
     let mut parts = Vec::new();

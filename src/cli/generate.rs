@@ -31,9 +31,10 @@ pub struct Args {
     /// Keep only the K most likely tokens.
     #[arg(long)]
     pub top_k: Option<usize>,
-    /// Nucleus sampling threshold, in (0, 1].
-    #[arg(long)]
-    pub top_p: Option<f64>,
+    /// Nucleus sampling threshold, in (0, 1] (1 turns it off). The default keeps a small
+    /// model's text readable by cutting the long tail of unlikely tokens.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
     /// Random seed (same seed, same output).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -58,10 +59,8 @@ fn params(a: &Args) -> anyhow::Result<SamplingParams> {
     if a.top_k == Some(0) {
         anyhow::bail!("--top-k must be at least 1");
     }
-    if let Some(p) = a.top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            anyhow::bail!("--top-p must be in (0, 1], got {p}");
-        }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        anyhow::bail!("--top-p must be in (0, 1], got {}", a.top_p);
     }
     if a.max_tokens == 0 {
         anyhow::bail!("--max-tokens must be at least 1");
@@ -69,7 +68,7 @@ fn params(a: &Args) -> anyhow::Result<SamplingParams> {
     Ok(SamplingParams {
         temperature: a.temperature,
         top_k: a.top_k,
-        top_p: a.top_p,
+        top_p: (a.top_p < 1.0).then_some(a.top_p),
     })
 }
 

@@ -63,7 +63,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         if let Some((sig, hint)) = &signed {
-            v["signature"] = serde_json::json!({"bundle": sig.display().to_string(), "key_hint": hint});
+            v["signature"] =
+                serde_json::json!({"bundle": sig.display().to_string(), "key_hint": hint});
         }
         serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
@@ -80,7 +81,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             100.0 * report.max_relative_change()
         )?;
         if let Some((sig, hint)) = &signed {
-            writeln!(out, "{}: signed the marked copy with key {hint}", sig.display())?;
+            writeln!(
+                out,
+                "{}: signed the marked copy with key {hint}",
+                sig.display()
+            )?;
         }
     }
     for s in &report.skipped {

@@ -375,16 +375,16 @@ pub fn check_entry(
                     .map_err(|e| bad(e.to_string()))?;
                 return Ok(Validated::WeightKey(Box::new(k)));
             }
-            let k = crate::textmark::WatermarkKey::from_json(bytes)
-                .map_err(|e| bad(e.to_string()))?;
+            let k =
+                crate::textmark::WatermarkKey::from_json(bytes).map_err(|e| bad(e.to_string()))?;
             if tokenizer {
                 check_tokenizer(&k).map_err(|e| bad(format!("embedded tokenizer: {e}")))?;
             }
             Ok(Validated::TextKey(Box::new(k)))
         }
         EntryKind::Fingerprint => {
-            let fp =
-                crate::fingerprint::Fingerprint::from_json(bytes).map_err(|e| bad(e.to_string()))?;
+            let fp = crate::fingerprint::Fingerprint::from_json(bytes)
+                .map_err(|e| bad(e.to_string()))?;
             Ok(Validated::Fingerprint(Box::new(fp)))
         }
     }
@@ -447,9 +447,8 @@ pub fn sanitize_name(name: &str) -> String {
 pub fn register(dir: &Path, files: &[PathBuf]) -> Result<Vec<Entry>, RegistryError> {
     let mut staged = Vec::new();
     for f in files {
-        let kind = EntryKind::from_path(f).ok_or_else(|| {
-            invalid(f, "unknown entry type (expected .pub, .wmkey or .fp)")
-        })?;
+        let kind = EntryKind::from_path(f)
+            .ok_or_else(|| invalid(f, "unknown entry type (expected .pub, .wmkey or .fp)"))?;
         let bytes = read_entry(f)?;
         let parsed = check_entry(kind, f, &bytes, true)?;
         let file_name = match &parsed {
@@ -460,11 +459,20 @@ pub fn register(dir: &Path, files: &[PathBuf]) -> Result<Vec<Entry>, RegistryErr
                 .ok_or_else(|| invalid(f, "no file name"))?,
         };
         if file_name.starts_with('.') {
-            return Err(invalid(f, "a registry entry's name must not start with `.`"));
+            return Err(invalid(
+                f,
+                "a registry entry's name must not start with `.`",
+            ));
         }
         let dest = dir.join(&file_name);
-        if staged.iter().any(|(_, d, _): &(EntryKind, PathBuf, Vec<u8>)| *d == dest) {
-            return Err(invalid(f, format!("two files would be registered as {file_name}")));
+        if staged
+            .iter()
+            .any(|(_, d, _): &(EntryKind, PathBuf, Vec<u8>)| *d == dest)
+        {
+            return Err(invalid(
+                f,
+                format!("two files would be registered as {file_name}"),
+            ));
         }
         if let Some(existing) = existing(&dest)? {
             if existing != bytes {
@@ -535,11 +543,15 @@ mod tests {
     fn deep_tree_is_capped_not_fatal() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("w.wmkey"), weight_key()).unwrap();
-        let mut p = d.path().to_path_buf();
-        for _ in 0..2100 {
-            p.push("d");
+        // Built bottom-up by renames: the full path is longer than PATH_MAX.
+        let mut cur = d.path().join("c0");
+        std::fs::create_dir(&cur).unwrap();
+        for i in 1..2100 {
+            let next = d.path().join(format!("c{i}"));
+            std::fs::create_dir(&next).unwrap();
+            std::fs::rename(&cur, next.join("d")).unwrap();
+            cur = next;
         }
-        std::fs::create_dir_all(&p).unwrap();
         let r = Registry::open(d.path()).unwrap();
         assert_eq!(r.entries().len(), 1);
         assert_eq!(r.problems().len(), 1, "{:?}", r.problems());
