@@ -4,8 +4,8 @@
 //!
 //! * [`signing`]: release signing of weight files with OpenSSF Model Signing (OMS) v1.0 bundles,
 //!   BLAKE3 per file and per tensor, Ed25519 or P-256 keys;
-//! * [`fingerprint`]: passive weight fingerprints and leak detection with calibrated p-values,
-//!   plus an optional active weight mark;
+//! * [`fingerprint`]: passive weight fingerprints and leak detection with calibrated p-values;
+//! * [`mark`]: the active weight mark, a keyed signal embedded into the weights and found blind;
 //! * [`textmark`]: keyed text watermarks applied inside the sampler, with exact detection;
 //! * [`registry`]: the directory of registered keys and fingerprints that `detect` tests against.
 //!
@@ -18,6 +18,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod fsutil;
 pub mod generate;
+pub mod mark;
 pub mod registry;
 pub mod signing;
 pub mod stats;

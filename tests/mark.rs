@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hallmark::fingerprint::mark::{score_many, WeightKey, MAX_RELATIVE_CHANGE};
 use hallmark::fingerprint::zoo::{apply, export, Arch, Config, Export, Transform, ZModel};
+use hallmark::mark::{score_many, WeightKey, MAX_RELATIVE_CHANGE};
 use hallmark::weights::{DType, WeightFile};
 
 const SMOLLM: &str = "test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";

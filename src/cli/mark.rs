@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use hallmark::fingerprint::mark::{mark_model, WeightKey};
+use hallmark::mark::{mark_model, WeightKey};
 use hallmark::fsutil::{write_atomic, WriteMode};
 use hallmark::signing::{self, HashType, SignOptions};
 

@@ -147,7 +147,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 
 /// `--scheme weights`: a secret key for the active weight mark.
 fn weights_key(a: &Args) -> anyhow::Result<ExitCode> {
-    use hallmark::fingerprint::mark::WeightKey;
+    use hallmark::mark::WeightKey;
     let key = WeightKey::generate();
     key.save(&a.out)?;
     if a.json {

@@ -10,7 +10,6 @@
 pub mod compare;
 pub mod extract;
 pub mod format;
-pub mod mark;
 pub mod model;
 pub mod sim;
 pub mod zoo;
@@ -49,9 +48,9 @@ pub enum FingerprintError {
         /// What is wrong with it.
         source: Box<FingerprintError>,
     },
-    /// The active weight mark's detector failed (see [`mark::MarkError`]).
+    /// The active weight mark's detector failed (see [`crate::mark::MarkError`]).
     #[error(transparent)]
-    Mark(#[from] mark::MarkError),
+    Mark(#[from] crate::mark::MarkError),
     /// A broken internal invariant (a bug, reported instead of a panic).
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -104,9 +103,9 @@ fn suspect_files(s: &Suspect) -> Vec<&crate::weights::MappedFile> {
     s.model().files().iter().map(|f| f.map()).collect()
 }
 
-// ---- active weight mark (src/fingerprint/mark.rs) -------------------------------------------
+// ---- active weight mark (src/mark/) ---------------------------------------------------------
 /// The weight-mark KeyTests of every registered `weights` key, realigned through the
 /// registered fingerprints where they reveal a permuted hidden axis.
 fn mark_tests(path: &Path, registry: &Registry) -> Result<Vec<KeyTest>, FingerprintError> {
-    mark::test_marks_with_fingerprints(path, registry)
+    crate::mark::test_marks_with_fingerprints(path, registry)
 }

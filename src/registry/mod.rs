@@ -235,7 +235,7 @@ fn applies_to(e: &Entry) -> Applies {
                     .map(str::to_string)
             });
             match scheme.as_deref() {
-                Some(crate::fingerprint::mark::SCHEME) => Applies::WEIGHTS,
+                Some(crate::mark::SCHEME) => Applies::WEIGHTS,
                 Some("kgw") | Some("gumbel") => Applies::TEXT,
                 _ => Applies::BOTH,
             }
@@ -344,7 +344,7 @@ pub enum Validated {
     /// A text watermark key.
     TextKey(Box<crate::textmark::WatermarkKey>),
     /// A weight-mark key.
-    WeightKey(Box<crate::fingerprint::mark::WeightKey>),
+    WeightKey(Box<crate::mark::WeightKey>),
     /// A fingerprint.
     Fingerprint(Box<crate::fingerprint::Fingerprint>),
 }
@@ -370,8 +370,8 @@ pub fn check_entry(
                 .map_err(|e| bad(format!("not JSON: {e}")))?
                 .get("scheme")
                 .and_then(|s| s.as_str().map(str::to_string));
-            if scheme.as_deref() == Some(crate::fingerprint::mark::SCHEME) {
-                let k = crate::fingerprint::mark::WeightKey::from_file_bytes(path, bytes)
+            if scheme.as_deref() == Some(crate::mark::SCHEME) {
+                let k = crate::mark::WeightKey::from_file_bytes(path, bytes)
                     .map_err(|e| bad(e.to_string()))?;
                 return Ok(Validated::WeightKey(Box::new(k)));
             }
@@ -533,9 +533,7 @@ mod tests {
     use super::*;
 
     fn weight_key() -> Vec<u8> {
-        crate::fingerprint::mark::WeightKey::generate()
-            .to_file_bytes()
-            .to_vec()
+        crate::mark::WeightKey::generate().to_file_bytes().to_vec()
     }
 
     /// A 2,100-level tree is walked to the depth cap and reported, not followed to the end.

@@ -130,7 +130,7 @@ impl KeyRing {
         for e in registry.of_kind(EntryKind::WatermarkKey) {
             let key = match WatermarkKey::load(&e.path) {
                 Ok(k) => k,
-                Err(TextmarkError::NotText(s)) if s == crate::fingerprint::mark::SCHEME => continue,
+                Err(TextmarkError::NotText(s)) if s == crate::mark::SCHEME => continue,
                 Err(err) => {
                     broken.push(KeyTest::error(e.name.clone(), "wmkey", err.to_string()));
                     continue;
