@@ -526,19 +526,17 @@ fn malformed_weight_files_are_refused_and_nothing_is_written() {
 
 // ---- interop with model_signing 1.1.1 ----
 
+/// The model_signing CLI and Python; a missing venv fails the test (interop is not optional).
 fn model_signing() -> Option<(PathBuf, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-models/cache/venv/bin");
     let cli = root.join("model_signing");
     let py = root.join("python");
-    if cli.exists() && py.exists() {
-        Some((cli, py))
-    } else {
-        eprintln!(
-            "SKIPPED: model_signing interop: {} not found (run test-models/fetch.sh)",
-            cli.display()
-        );
-        None
-    }
+    assert!(
+        cli.exists() && py.exists(),
+        "model_signing interop: {} not found; run test-models/fetch.sh first",
+        cli.display()
+    );
+    Some((cli, py))
 }
 
 #[test]
@@ -725,13 +723,11 @@ fn real_models_round_trip_without_touching_them() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-models/real");
     let gguf = root.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     let minilm = root.join("minilm");
-    if !gguf.exists() || !minilm.join("model.safetensors").exists() {
-        eprintln!(
-            "SKIPPED: real models not found under {} (run test-models/fetch.sh)",
-            root.display()
-        );
-        return;
-    }
+    assert!(
+        gguf.exists() && minilm.join("model.safetensors").exists(),
+        "real models not found under {}; run test-models/fetch.sh first",
+        root.display()
+    );
     let f = Fixture::new();
     let (k, p) = f.keys("k", "ed25519");
     for (m, t) in [

@@ -41,7 +41,7 @@ fn read_capped(path: &Path, cap: u64) -> anyhow::Result<Vec<u8>> {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let pem = read_capped(&a.public, 64 * 1024)?;
     let key = VerifyingKey::from_pem(&String::from_utf8_lossy(&pem))
-        .with_context(|| format!("{}", fsutil::shown(&a.public)))?;
+        .with_context(|| fsutil::shown(&a.public))?;
     let sig = a
         .sig
         .clone()

@@ -70,13 +70,16 @@ pub fn is_bundle_name(name: &str) -> bool {
     name.ends_with(".sig") || name.ends_with(".sigstore") || name.ends_with(".sigstore.json")
 }
 
+/// A top-level file named like a bundle, and whether it parses as one (else why not).
+pub(crate) type SiblingBundle = (String, Result<(), String>);
+
 /// The top-level files of a model directory named like signature bundles and not already
 /// ignored, each with whether it parses as a bundle (read through the bundle size cap, never
 /// following a symlink or blocking on a FIFO).
 pub(crate) fn sibling_bundles(
     model: &Path,
     ignores: &[String],
-) -> Result<Vec<(String, Result<(), String>)>, SigningError> {
+) -> Result<Vec<SiblingBundle>, SigningError> {
     let mut out = Vec::new();
     if !model.is_dir() {
         return Ok(out);
