@@ -388,7 +388,12 @@ fn hallmark_kernel_forces_a_kernel() {
             "{name}: {err}"
         );
         assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
-        assert!(out.stdout.is_empty(), "{name}");
+        // --json: the error is also a JSON object on stdout, for scripts.
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON error");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains(needle)),
+            "{name}: {v}"
+        );
     }
 }
 

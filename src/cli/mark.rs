@@ -3,8 +3,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use hallmark::mark::{mark_model, WeightKey};
 use hallmark::fsutil::{write_atomic, WriteMode};
+use hallmark::mark::{mark_model, WeightKey};
 use hallmark::signing::{self, HashType, SignOptions};
 
 /// `hallmark mark`

@@ -55,6 +55,10 @@ pub const ALIGN_GATE: f32 = 0.5;
 /// when the p-value does not decide.
 pub const SIMILAR: f32 = 0.8;
 
+/// One suspect matrix axis read on the located probe units: `(matrix, axis, off-diagonal Gram,
+/// the unit columns when the axis is neuron-like)`.
+type MatrixRead = (usize, usize, Array1<f32>, Option<Array2<f32>>);
+
 /// Decoded suspect embedding rows, keyed by (candidate, token ids).
 type RowCache = HashMap<(usize, Vec<usize>), Arc<Array2<f32>>>;
 
@@ -472,7 +476,7 @@ impl Suspect {
         }
         // Neuron-like axes (longer than hidden, as feed-forward ones are) keep their columns
         // for the neuron test; the rest only need the Gram.
-        let reads: Vec<(usize, usize, Array1<f32>, Option<Array2<f32>>)> = jobs
+        let reads: Vec<MatrixRead> = jobs
             .par_iter()
             .map(|&(i, axis, other)| {
                 let x = unit_columns(&self.model, i, axis, &al.units, &al.signs)?;

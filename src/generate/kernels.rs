@@ -796,6 +796,8 @@ mod avx2 {
         if b < nb {
             // SAFETY: as above, for the last block.
             let w0 = unsafe { unpack_u4(wq.add(b * 16)) };
+            // `j` indexes the activation row, its scale and its accumulator together.
+            #[allow(clippy::needless_range_loop)]
             for j in 0..G {
                 let blk = (i0 + j) * nb + b;
                 // SAFETY: block b of row i0 + j lies inside qx.qs.

@@ -127,8 +127,8 @@ impl Default for SetConfig {
             slice_tokens: [16_000, 4_000, 4_000],
             eval_batch: 16,
             families: vec![
-                fam(Family::Llama, 32, 8, 150, 8e-3),
-                fam(Family::Bert, 32, 16, 150, 8e-3),
+                fam(Family::Llama, 32, 8, 400, 8e-3),
+                fam(Family::Bert, 32, 16, 400, 8e-3),
             ],
         }
     }

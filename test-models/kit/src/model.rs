@@ -507,6 +507,9 @@ pub fn loss(f: Family, p: &Params, s: &Shape, k: &Consts, bt: &Batch) -> Result<
     Ok(candle_nn::loss::cross_entropy(&logits, &bt.targets)?)
 }
 
+/// A named tensor ready to save: `(name, shape, values)`.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// The saved tensors: `(name, shape, data)` in initialisation order. With `full`, the token
 /// embedding (and the MLM output bias) are tokenizer-sized: the compact rows scattered into
 /// `init_embedding * decay`; without, they keep the compact rows (the model restricted to the
@@ -518,7 +521,7 @@ pub fn tensors(
     init_embedding: &[f32],
     decay: f64,
     full: bool,
-) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, KitError> {
+) -> Result<Vec<NamedTensor>, KitError> {
     let mut out = Vec::new();
     for n in &p.names {
         let t = p.vars[n].as_tensor();
