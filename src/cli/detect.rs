@@ -377,17 +377,8 @@ fn result_line(t: &KeyTest) -> String {
         let similar = t.details.get("similar").and_then(|v| v.as_bool()) == Some(true);
         if t.matched {
             let mut s = format!("MATCH: derived (p = {p}, raw {raw})");
-            if let Some(l) = t.details.get("lineage") {
-                let summary = l
-                    .as_str()
-                    .map(str::to_string)
-                    .or_else(|| {
-                        l.get("summary")
-                            .and_then(|s| s.as_str())
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| l.to_string());
-                s.push_str(&format!("; lineage: {summary}"));
+            if let Some(l) = t.details.get("lineage").and_then(|l| l.as_array()) {
+                s.push_str(&format!("; lineage: {}", lineage_summary(l)));
             }
             return s;
         }
@@ -442,4 +433,26 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
         writeln!(out, "  {} [{}]: {}", t.name, t.kind, result_line(t))?;
     }
     Ok(())
+}
+
+/// One line per registered layer of a fingerprint match's lineage map, e.g.
+/// `0->0 (10 of 10, FFN permuted), 1->1 (10 of 10)`; `-` is the model's non-layer matrices.
+fn lineage_summary(l: &[serde_json::Value]) -> String {
+    let field = |e: &serde_json::Value, k: &str| e[k].as_str().unwrap_or("?").to_string();
+    l.iter()
+        .map(|e| {
+            let permuted = if e["ffn_permuted"].as_bool() == Some(true) {
+                ", FFN permuted"
+            } else {
+                ""
+            };
+            format!(
+                "{}->{} ({}{permuted})",
+                field(e, "registered_layer"),
+                field(e, "suspect_layer"),
+                field(e, "matrices_found")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
