@@ -193,6 +193,11 @@ fn trained_models_learnt_more_than_token_frequencies() {
                 "{}: eval loss {first:.3} -> {last:.3}, unigram entropy {:.3}",
                 m.name, f.unigram_entropy
             );
+            // Children were trained on other slices: their loss on slice A says nothing about
+            // whether they learnt (they are checked by being matched to their parent).
+            if !matches!(m.origin, Origin::Independent) {
+                continue;
+            }
             let margin = loss_margin(f.family.name());
             assert!(
                 last < f.unigram_entropy - margin,
