@@ -27,11 +27,18 @@ pub fn temp_prefix() -> String {
 /// Temporaries this process has created and not yet renamed into place or removed.
 static LIVE_TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Record a live temporary, so an interrupt handler can remove it ([`remove_live_temps`]).
-pub fn track_temp(path: &Path) {
-    if let Ok(mut v) = LIVE_TEMPS.lock() {
-        v.push(path.to_path_buf());
-    }
+/// Create a temporary with `create` and record it, so an interrupt handler can remove it
+/// ([`remove_live_temps`]). The record lock is held while `create` runs: a signal that arrives
+/// mid-creation waits for the record, and once the handler holds the lock no new temporary
+/// can appear (it exits with the lock held).
+pub fn create_tracked<T>(
+    create: impl FnOnce() -> io::Result<T>,
+    path_of: impl FnOnce(&T) -> PathBuf,
+) -> io::Result<T> {
+    let mut v = LIVE_TEMPS.lock().unwrap_or_else(|e| e.into_inner());
+    let t = create()?;
+    v.push(path_of(&t));
+    Ok(t)
 }
 
 /// Forget a temporary that was renamed into place or removed.
@@ -47,9 +54,7 @@ pub fn remove_live_temps() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     let mut v = LIVE_TEMPS.lock().unwrap_or_else(|e| e.into_inner());
     for p in v.drain(..) {
         match p.symlink_metadata() {
-            Ok(m) if m.is_dir() => {
-                let _ = std::fs::remove_dir_all(&p);
-            }
+            Ok(m) if m.is_dir() => remove_busy_dir(&p),
             Ok(_) => {
                 let _ = std::fs::remove_file(&p);
             }
@@ -57,6 +62,28 @@ pub fn remove_live_temps() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
         }
     }
     v
+}
+
+/// Remove a temporary folder that other threads may still be writing into: it is first
+/// renamed, so their path-based creates fail instead of adding entries behind
+/// `remove_dir_all`'s back, then removed (retried, since a file opened just before the rename
+/// may still appear in it).
+fn remove_busy_dir(p: &Path) {
+    let mut target = p.to_path_buf();
+    if let Some(name) = p.file_name() {
+        let mut dying = name.to_os_string();
+        dying.push("-interrupted");
+        let q = p.with_file_name(dying);
+        if std::fs::rename(p, &q).is_ok() {
+            target = q;
+        }
+    }
+    for _ in 0..50 {
+        if std::fs::remove_dir_all(&target).is_ok() || target.symlink_metadata().is_err() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Remove the temporaries in `dir` left by hallmark processes that no longer run (a crash, a
@@ -291,17 +318,21 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], mode: WriteMode) -> io::Result<()
     remove_stale_temps(dir);
     // tempfile creates the file 0600, so a secret is never readable by others, even briefly.
     // Its own errors name the temporary; the destination is what the user knows.
-    let tmp = tempfile::Builder::new()
-        .prefix(&temp_prefix())
-        .tempfile_in(dir)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("{}: {}", dest.display(), io::Error::from(e.kind())),
-            )
-        })?;
+    let tmp = create_tracked(
+        || {
+            tempfile::Builder::new()
+                .prefix(&temp_prefix())
+                .tempfile_in(dir)
+        },
+        |t| t.path().to_path_buf(),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("{}: {}", dest.display(), io::Error::from(e.kind())),
+        )
+    })?;
     let tmp_path = tmp.path().to_path_buf();
-    track_temp(&tmp_path);
     let r = finish_write(tmp, dest, bytes, mode);
     untrack_temp(&tmp_path);
     r

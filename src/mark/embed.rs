@@ -280,13 +280,17 @@ fn write_dir(
         _ => Path::new("."),
     };
     crate::fsutil::remove_stale_temps(parent);
-    let tmp = tempfile::Builder::new()
-        .prefix(&crate::fsutil::temp_prefix())
-        .tempdir_in(parent)
-        .map_err(|e| io_err(out)(std::io::Error::from(e.kind())))?;
     // Tracked so that an interrupt removes it (the TempDir guard cannot run on a signal).
+    let tmp = crate::fsutil::create_tracked(
+        || {
+            tempfile::Builder::new()
+                .prefix(&crate::fsutil::temp_prefix())
+                .tempdir_in(parent)
+        },
+        |t| t.path().to_path_buf(),
+    )
+    .map_err(|e| io_err(out)(std::io::Error::from(e.kind())))?;
     let tmp_path = tmp.path().to_path_buf();
-    crate::fsutil::track_temp(&tmp_path);
     let r = fill_dir(model, out, tmp, paths, outputs);
     crate::fsutil::untrack_temp(&tmp_path);
     r
