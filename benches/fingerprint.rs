@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hallmark::fingerprint::zoo::{apply, export, Config, Export, Transform, ZModel};
 use hallmark::fingerprint::{extract, test_weights};
 use hallmark::registry::Registry;
 use hallmark::weights::DType;
+use hallmark_testkit::zoo::{apply, export, Config, Export, Transform, ZModel};
 
 fn b3(path: &Path) -> blake3::Hash {
     let mut h = blake3::Hasher::new();

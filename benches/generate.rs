@@ -120,7 +120,7 @@ fn sampler(c: &mut Criterion) {
     }
     // The watermarked samplers of the evaluation's keys. The context changes every call (a
     // repeated context would take gumbel's plain-sampling fallback).
-    let keys = hallmark::generate::eval::eval_keys(&runner, 1).expect("keys");
+    let keys = hallmark::eval::eval_keys(&runner, 1).expect("keys");
     for key in &keys {
         let mut s = sampler_for_key(key, SamplingParams::default(), 1);
         let mut ctx = ids.clone();

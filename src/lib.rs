@@ -15,6 +15,8 @@
 
 pub mod detect;
 pub mod error;
+#[cfg(feature = "eval")]
+pub mod eval;
 pub mod fingerprint;
 pub mod fsutil;
 pub mod generate;

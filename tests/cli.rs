@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use hallmark::fingerprint::zoo::{export, Arch, Config, Export, ZModel};
 use hallmark::weights::DType;
+use hallmark_testkit::zoo::{export, Arch, Config, Export, ZModel};
 
 const SMOLLM: &str = "test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 const MINILM_TOKENIZER: &str = "test-models/real/minilm/tokenizer.json";

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hallmark::fingerprint::zoo::{apply, export, Config, Export, Transform, ZModel};
 use hallmark::fingerprint::{extract, Suspect};
 use hallmark::weights::DType;
+use hallmark_testkit::zoo::{apply, export, Config, Export, Transform, ZModel};
 
 const SMOLLM: &str = "test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -523,7 +523,7 @@ fn fingerprint_is_deterministic_and_versioned() {
 fn seven_b_shaped_fingerprint_is_a_few_mb() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config {
-        arch: hallmark::fingerprint::zoo::Arch::Llama,
+        arch: hallmark_testkit::zoo::Arch::Llama,
         vocab: 32000,
         hidden: 4096,
         layers: 2,
@@ -614,7 +614,7 @@ fn old_split_half_ln_p(zs: &ndarray::Array2<f32>, zr: &ndarray::Array2<f32>) -> 
 /// pairs of 600). The old split-half statistic matches every one of the same pairs at 1e-3.
 #[test]
 fn shared_structure_null_is_calibrated_and_exposes_the_old_statistic() {
-    use hallmark::fingerprint::sim::Pair;
+    use hallmark_testkit::sim::Pair;
     use rayon::prelude::*;
     let cases: Vec<(usize, usize, u64)> = [384usize, 768, 1024, 2048, 4096]
         .iter()

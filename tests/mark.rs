@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hallmark::fingerprint::zoo::{apply, export, Arch, Config, Export, Transform, ZModel};
 use hallmark::mark::{score_many, WeightKey, MAX_RELATIVE_CHANGE};
 use hallmark::weights::{DType, WeightFile};
+use hallmark_testkit::zoo::{apply, export, Arch, Config, Export, Transform, ZModel};
 
 const SMOLLM: &str = "test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 

@@ -8,9 +8,9 @@ use std::path::Path;
 use sha2::Digest;
 
 use hallmark::detect::{finish, InputKind, KeyTest};
-use hallmark::fingerprint::zoo::{export, Config, Export, ZModel};
 use hallmark::fingerprint::{extract, Fingerprint, Suspect};
 use hallmark::weights::DType;
+use hallmark_testkit::zoo::{export, Config, Export, ZModel};
 
 const MINILM: &str = "test-models/real/minilm/model.safetensors";
 const EXPORT_DIR: &str = "test-models/cache/onnx";

@@ -527,7 +527,7 @@ fn malformed_weight_files_are_refused_and_nothing_is_written() {
 // ---- interop with model_signing 1.1.1 ----
 
 /// The model_signing CLI and Python; a missing venv fails the test (interop is not optional).
-fn model_signing() -> Option<(PathBuf, PathBuf)> {
+fn model_signing() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-models/cache/venv/bin");
     let cli = root.join("model_signing");
     let py = root.join("python");
@@ -536,14 +536,12 @@ fn model_signing() -> Option<(PathBuf, PathBuf)> {
         "model_signing interop: {} not found; run test-models/fetch.sh first",
         cli.display()
     );
-    Some((cli, py))
+    (cli, py)
 }
 
 #[test]
 fn interop_hallmark_bundles_verify_with_model_signing() {
-    let Some((cli, py)) = model_signing() else {
-        return;
-    };
+    let (cli, py) = model_signing();
     let f = Fixture::new();
     let (k, p) = f.keys("k", "p256");
     for (kind, name) in [("sharded", "sharded"), ("safetensors", "m.safetensors")] {
@@ -597,9 +595,7 @@ fn interop_hallmark_bundles_verify_with_model_signing() {
 
 #[test]
 fn interop_model_signing_bundles_verify_with_hallmark() {
-    let Some((cli, py)) = model_signing() else {
-        return;
-    };
+    let (cli, py) = model_signing();
     let f = Fixture::new();
     let (k, p) = f.keys("k", "p256");
     let m = f.model("sharded", "sharded", 12);

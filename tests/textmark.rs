@@ -623,24 +623,23 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn smollm2() -> Option<PathBuf> {
-    let p = root().join("test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipped: run test-models/fetch.sh for the SmolLM2 GGUF");
-        None
-    }
+/// A fixture that must exist: a missing one fails the test (never skips it).
+fn required(rel: &str) -> PathBuf {
+    let p = root().join(rel);
+    assert!(
+        p.is_file(),
+        "{} is missing: run test-models/fetch.sh",
+        p.display()
+    );
+    p
 }
 
-fn minilm_tokenizer() -> Option<PathBuf> {
-    let p = root().join("test-models/real/minilm/tokenizer.json");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipped: run test-models/fetch.sh for the MiniLM tokenizer");
-        None
-    }
+fn smollm2() -> PathBuf {
+    required("test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+fn minilm_tokenizer() -> PathBuf {
+    required("test-models/real/minilm/tokenizer.json")
 }
 
 /// The human-written null corpus shipped in test-models/human (see its README).
@@ -707,9 +706,7 @@ impl WordLm {
 fn human_text_is_not_flagged() {
     // Every document of the human corpus, on two real tokenizers (SmolLM2's GGUF vocabulary and
     // MiniLM's tokenizer.json).
-    let (Some(gguf), Some(mini)) = (smollm2(), minilm_tokenizer()) else {
-        return;
-    };
+    let (gguf, mini) = (smollm2(), minilm_tokenizer());
     let docs = human_docs();
     assert!(docs.len() >= 500);
     let smol = hallmark::tokenizer::Tokenizer::from_path(&gguf).unwrap();
@@ -802,9 +799,7 @@ fn hallmark(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
 
 #[test]
 fn wm_key_cli_writes_secret_keys_and_refuses_bad_input() {
-    let Some(mini) = minilm_tokenizer() else {
-        return;
-    };
+    let mini = minilm_tokenizer();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("k.wmkey");
     let (o, m) = (out.to_str().unwrap(), mini.to_str().unwrap());
@@ -942,9 +937,7 @@ fn wm_key_cli_writes_secret_keys_and_refuses_bad_input() {
 
 #[test]
 fn detect_cli_end_to_end_with_several_keys() {
-    let (Some(gguf), Some(mini)) = (smollm2(), minilm_tokenizer()) else {
-        return;
-    };
+    let (gguf, mini) = (smollm2(), minilm_tokenizer());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (g, m) = (gguf.to_str().unwrap(), mini.to_str().unwrap());

@@ -3,12 +3,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
+use hallmark::eval::plots;
+use hallmark::eval::{analyse, eval_keys, generate_arm, render_markdown, EvalConfig, Sample};
 use hallmark::fsutil::{write_atomic, WriteMode};
-use hallmark::generate::eval::{
-    analyse, eval_keys, generate_arm, render_markdown, EvalConfig, Sample,
-};
+use hallmark::generate::Runner;
 use hallmark::generate::Timings;
-use hallmark::generate::{plots, Runner};
 
 /// `hallmark eval`
 #[derive(clap::Args, Debug)]

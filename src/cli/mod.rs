@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use clap::{Parser, Subcommand};
 
 mod detect;
+#[cfg(feature = "eval")]
 mod eval;
 mod fingerprint;
 mod generate;
@@ -61,6 +62,7 @@ enum Command {
     /// Test a suspect text or weight file against every registered key and fingerprint.
     Detect(detect::Args),
     /// Measure text-watermark detection power and quality cost on real generations.
+    #[cfg(feature = "eval")]
     Eval(eval::Args),
 }
 
@@ -77,6 +79,7 @@ impl Command {
             Command::Mark(a) => (a.json, Some(a.model.clone())),
             Command::Generate(a) => (a.json, Some(a.model.clone())),
             Command::Detect(a) => (a.json, a.suspect.clone().or_else(|| a.jsonl.clone())),
+            #[cfg(feature = "eval")]
             Command::Eval(a) => (a.json, None),
         }
     }
@@ -133,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::Mark(a) => mark::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Detect(a) => detect::run(a),
+        #[cfg(feature = "eval")]
         Command::Eval(a) => eval::run(a),
     }))
     .unwrap_or_else(|_| {

@@ -11,8 +11,6 @@ pub mod compare;
 pub mod extract;
 pub mod format;
 pub mod model;
-pub mod sim;
-pub mod zoo;
 
 use std::path::Path;
 

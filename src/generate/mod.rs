@@ -6,10 +6,8 @@
 //! with a mask, each sequence with its own sampler.
 
 pub mod chat;
-pub mod eval;
 pub mod kernels;
 pub mod model;
-pub mod plots;
 pub mod reference;
 
 use std::path::PathBuf;

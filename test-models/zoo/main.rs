@@ -14,12 +14,12 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hallmark::detect::{finish, InputKind};
-use hallmark::fingerprint::zoo::{
-    apply, export, extra_cases, standard_cases, Arch, Config, Export, Transform, ZModel,
-};
 use hallmark::fingerprint::{extract, test_weights, Suspect};
 use hallmark::registry::Registry;
 use hallmark::weights::DType;
+use hallmark_testkit::zoo::{
+    apply, export, extra_cases, standard_cases, Arch, Config, Export, Transform, ZModel,
+};
 
 #[derive(Parser)]
 #[command(
@@ -205,7 +205,7 @@ fn run() -> anyhow::Result<ExitCode> {
 const SIM_HIDDEN: [usize; 5] = [384, 768, 1024, 2048, 4096];
 
 fn calibrate(pairs: usize, plot: Option<PathBuf>) -> anyhow::Result<()> {
-    use hallmark::fingerprint::sim::Pair;
+    use hallmark_testkit::sim::Pair;
     use rayon::prelude::*;
     let t0 = Instant::now();
     let mut series = Vec::new();
@@ -244,7 +244,7 @@ fn calibrate(pairs: usize, plot: Option<PathBuf>) -> anyhow::Result<()> {
                 ps,
             ));
         }
-        let png = hallmark::generate::plots::calibration(
+        let png = hallmark::eval::plots::calibration(
             "Fingerprint p-values on independent models sharing token structure",
             &series,
             1e-4,

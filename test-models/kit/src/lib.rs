@@ -17,6 +17,8 @@
 pub mod corpus;
 pub mod model;
 pub mod plot;
+pub mod sim;
+pub mod zoo;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -299,7 +299,7 @@ fn rms_norm(x: &Tensor, w: &Tensor) -> Result<Tensor, KitError> {
     Ok(x.broadcast_div(&(ms + 1e-5)?.sqrt()?)?.broadcast_mul(w)?)
 }
 
-fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor, KitError> {
+pub(crate) fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor, KitError> {
     let mu = x.mean_keepdim(D::Minus1)?;
     let xc = x.broadcast_sub(&mu)?;
     let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -320,19 +320,19 @@ fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor, KitError> {
     Ok(x.matmul(&w.t()?)?)
 }
 
-fn linear_b(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor, KitError> {
+pub(crate) fn linear_b(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor, KitError> {
     Ok(linear(x, w)?.broadcast_add(b)?)
 }
 
 /// `[rows, hidden]` -> `[batch, heads, seq, head_dim]`.
-fn heads(x: &Tensor, b: usize, s: &Shape) -> Result<Tensor, KitError> {
+pub(crate) fn heads(x: &Tensor, b: usize, s: &Shape) -> Result<Tensor, KitError> {
     let hd = s.hidden / s.heads;
     Ok(x.reshape((b, s.seq, s.heads, hd))?
         .transpose(1, 2)?
         .contiguous()?)
 }
 
-fn attention(
+pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,

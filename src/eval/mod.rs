@@ -5,6 +5,8 @@
 //! has the full length). Detection runs on re-tokenized text, as `hallmark detect` sees it, one key
 //! at a time. Null data: the unwatermarked generations and human-written documents.
 
+pub mod plots;
+
 use std::collections::HashSet;
 use std::time::Instant;
 
@@ -13,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{generate_batch, GenerateError, GenerateOptions, Runner, Timings};
+use crate::generate::{generate_batch, GenerateError, GenerateOptions, Runner, Timings};
 use crate::textmark::sampling::{SamplingParams, TokenSampler};
 use crate::textmark::{
     plain_sampler, sampler_for_key, ContextRule, Detector, SchemeParams, TokenizerSpec,

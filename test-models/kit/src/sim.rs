@@ -16,7 +16,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
-use super::compare::{combined_ln_p, ffn_ln_p, neuron_test, residual_test, IdentityTest};
+use hallmark::fingerprint::compare::{
+    combined_ln_p, ffn_ln_p, neuron_test, residual_test, IdentityTest,
+};
 
 /// Shared token features.
 pub const FEATURES: usize = 16;
@@ -158,7 +160,7 @@ impl Pair {
         &self.sus.rows
     }
 
-    /// Run the fingerprint test on the pair exactly as [`super::Suspect::test`] combines it
+    /// Run the fingerprint test on the pair exactly as [`hallmark::fingerprint::Suspect::test`] combines it
     /// (one embedding candidate; registered matrix `m` paired with suspect matrix `m`):
     /// the residual test, the alignment, the per-matrix neuron tests and the combined `ln p`.
     pub fn test(&self) -> (IdentityTest, Vec<IdentityTest>, f64) {

@@ -2,7 +2,7 @@
 
 use plotters::prelude::*;
 
-use super::eval::EvalReport;
+use super::EvalReport;
 
 /// Errors while drawing.
 #[derive(Debug, thiserror::Error)]

@@ -12,8 +12,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::weights::write::{gguf_bytes, safetensors_bytes, OwnedTensor};
-use crate::weights::{dequant, DType, MetaValue, WeightFile};
+use hallmark::weights::write::{gguf_bytes, safetensors_bytes, OwnedTensor};
+use hallmark::weights::{dequant, DType, MetaValue, WeightFile};
 
 /// Architecture family (decides tensor names and which axes carry heads and neurons).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
