@@ -444,3 +444,64 @@ fn sign_warns_on_a_readable_key_and_holds_few_files_open() {
     ));
     assert_eq!(o.code, 0, "{}", o.stderr);
 }
+
+/// What a fuzz target does with one input: Ok when the parser accepts it.
+fn fuzz_target_accepts(target: &str, name: &str, data: &[u8]) -> Result<(), String> {
+    use hallmark::registry::{check_entry, EntryKind};
+    use hallmark::signing::bundle::Bundle;
+    use hallmark::signing::statement::Statement;
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    match target {
+        "safetensors_header" => hallmark::weights::safetensors::parse(data)
+            .map(|_| ())
+            .map_err(|x| e(&x)),
+        "gguf" => hallmark::weights::gguf::parse(data)
+            .map(|_| ())
+            .map_err(|x| e(&x)),
+        "bundle" => {
+            let b = Bundle::parse(data).map_err(|x| e(&x))?;
+            Statement::from_payload(&b.payload)
+                .map(|_| ())
+                .map_err(|x| e(&x))
+        }
+        "registry_entry" => {
+            let kind = EntryKind::from_path(Path::new(name))
+                .unwrap_or_else(|| panic!("{name}: no entry kind for this extension"));
+            check_entry(kind, Path::new(name), data, false)
+                .map(|_| ())
+                .map_err(|x| e(&x))
+        }
+        other => panic!("unknown fuzz target {other}"),
+    }
+}
+
+/// Every file of the fuzz regression corpus (fuzz/regressions, written by make.py) goes through
+/// the function its fuzz target calls: `err-*` files are refused with an error, `ok-*` files
+/// accepted, and none panics. Each target has hostile cases, so the test cannot pass empty.
+#[test]
+fn fuzz_regression_corpus_replays() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    for target in ["safetensors_header", "gguf", "bundle", "registry_entry"] {
+        let dir = root.join(target);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|d| d.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let errs = names.iter().filter(|n| n.starts_with("err-")).count();
+        let oks = names.iter().filter(|n| n.starts_with("ok-")).count();
+        assert!(errs >= 5 && oks >= 1, "{target}: {errs} err, {oks} ok files");
+        assert_eq!(errs + oks, names.len(), "{target}: a file named neither err- nor ok-");
+        for name in &names {
+            let data = std::fs::read(dir.join(name)).unwrap();
+            let got = std::panic::catch_unwind(|| fuzz_target_accepts(target, name, &data))
+                .unwrap_or_else(|_| panic!("{target}/{name}: panicked"));
+            match (name.starts_with("ok-"), got) {
+                (true, Err(e)) => panic!("{target}/{name}: refused: {e}"),
+                (false, Ok(())) => panic!("{target}/{name}: accepted"),
+                (true, Ok(())) => {}
+                (false, Err(e)) => println!("{target}/{name}: {e}"),
+            }
+        }
+    }
+}
