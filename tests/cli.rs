@@ -633,3 +633,30 @@ fn interrupted_sign_leaves_nothing() {
     assert!(!model.join("model.sig").exists());
     assert_eq!(temps_in(&model), Vec::<String>::new());
 }
+
+/// `verify` names what is missing (the model before its bundle), and its JSON names a
+/// single-file model's file by its name, never as the bundle's internal ".".
+#[test]
+fn verify_names_missing_paths_and_single_files() {
+    let d = tempfile::tempdir().unwrap();
+    let k = d.path().join("k");
+    ok(&["keygen", "--out", s(&k)]);
+    let p = d.path().join("k.pub");
+    let missing = d.path().join("nonexist");
+    let o = hallmark(&["verify", s(&missing), "--pub", s(&p), "--json"]);
+    assert_eq!(code(&o), 2);
+    let e = json(&o)["error"].as_str().unwrap().to_string();
+    assert!(e.contains("nonexist:") && !e.contains(".sig"), "{e}");
+    let model = model_dir(d.path(), "m", 3).join("model.safetensors");
+    let o = hallmark(&["verify", s(&model), "--pub", s(&p), "--json"]);
+    assert_eq!(code(&o), 2);
+    let e = json(&o)["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("model.safetensors.sig") && e.contains("sign"),
+        "{e}"
+    );
+    ok(&["sign", s(&model), "--key", s(&d.path().join("k.key"))]);
+    let v = json(&ok(&["verify", s(&model), "--pub", s(&p), "--json"]));
+    assert_eq!(v["files"][0]["name"], "model.safetensors", "{v}");
+    assert_eq!(v["valid"], true);
+}

@@ -39,6 +39,12 @@ fn read_capped(path: &Path, cap: u64) -> anyhow::Result<Vec<u8>> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    // The model first: a missing model is the error to report, not its missing bundle.
+    anyhow::ensure!(
+        a.model.symlink_metadata().is_ok(),
+        "{}: no such file or directory",
+        fsutil::shown(&a.model)
+    );
     let pem = read_capped(&a.public, 64 * 1024)?;
     let key = VerifyingKey::from_pem(&String::from_utf8_lossy(&pem))
         .with_context(|| fsutil::shown(&a.public))?;
@@ -46,12 +52,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .sig
         .clone()
         .unwrap_or_else(|| signing::sign::default_sig_path(&a.model));
-    let bundle = read_capped(&sig, signing::bundle::MAX_BUNDLE_LEN)?;
     anyhow::ensure!(
-        a.model.symlink_metadata().is_ok(),
-        "{}: no such file or directory",
-        fsutil::shown(&a.model)
+        sig.symlink_metadata().is_ok(),
+        "{}: no signature bundle here (sign the model first, or name the bundle with --sig)",
+        fsutil::shown(&sig)
     );
+    let bundle = read_capped(&sig, signing::bundle::MAX_BUNDLE_LEN)?;
     let display = |name: &str| -> String {
         if name == "." {
             fsutil::shown(&a.model)
@@ -216,7 +222,16 @@ fn json_report(model: &Path, sig: &Path, hint: &str, r: &ModelReport) -> serde_j
         "bytes_hashed": r.bytes_hashed,
         "tensor_digests": r.has_tensor_digests,
         "files": r.files.iter().map(|f| {
-            let mut o = json!({"name": f.name, "status": f.status.label()});
+            // A single-file model's one resource is named "." in the bundle (as in OMS); scripts
+            // get the file's name.
+            let name = if f.name == "." {
+                model
+                    .file_name()
+                    .map_or_else(|| f.name.clone(), |n| n.to_string_lossy().into_owned())
+            } else {
+                f.name.clone()
+            };
+            let mut o = json!({"name": name, "status": f.status.label()});
             if let FileStatus::Renamed { from } = &f.status {
                 o["from"] = json!(from);
             }
