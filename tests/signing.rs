@@ -105,6 +105,15 @@ fn sig_of(model: &Path) -> PathBuf {
 }
 
 /// Flip one bit at `offset` of `path`.
+/// The in-toto statement a bundle signs.
+fn statement_of(sig: &Path) -> serde_json::Value {
+    let b: serde_json::Value = serde_json::from_slice(&std::fs::read(sig).unwrap()).unwrap();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(b["dsseEnvelope"]["payload"].as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&payload).unwrap()
+}
+
 fn flip(path: &Path, offset: u64) {
     let mut b = std::fs::read(path).unwrap();
     b[offset as usize] ^= 0x10;
@@ -655,6 +664,82 @@ fn interop_model_signing_bundles_verify_with_hallmark() {
         "{}",
         stdout(&o)
     );
+}
+
+/// Both tools record a signer's ignore list in the bundle and honour it when verifying:
+/// a hallmark bundle made with `--ignore notes` verifies with model_signing after `notes/`
+/// changes (model_signing reads the recorded list), a model_signing bundle made with
+/// `--ignore_paths notes` verifies with hallmark, which names the list and the ignored file;
+/// a changed weight file fails both ways.
+#[test]
+fn interop_ignore_lists_agree() {
+    let (cli, py) = model_signing();
+    let f = Fixture::new();
+    let (k, p) = f.keys("k", "p256");
+    let verify_py = "import sys, model_signing\nmodel_signing.verifying.Config().use_elliptic_key_verifier(public_key=sys.argv[1]).verify(sys.argv[2], sys.argv[3])\n";
+    let ms_verify = |m: &Path, sig: &Path| {
+        run(py.to_str().unwrap(), &[&"-c", &verify_py, &p, &m, &sig])
+            .status
+            .success()
+    };
+
+    // hallmark signs, model_signing verifies.
+    let m = f.model("sharded", "hm", 21);
+    std::fs::create_dir_all(m.join("notes")).unwrap();
+    std::fs::write(m.join("notes/a.txt"), "1").unwrap();
+    let sig = sig_of(&m);
+    assert_code(&sign(&m, &k, &["--ignore", "notes"]), 0);
+    let st = statement_of(&sig);
+    let ignores = st["predicate"]["serialization"]["ignore_paths"].to_string();
+    assert!(ignores.contains("notes"), "{ignores}");
+    std::fs::write(m.join("notes/a.txt"), "2").unwrap();
+    std::fs::write(m.join("notes/b.txt"), "3").unwrap();
+    assert!(
+        ms_verify(&m, &sig),
+        "model_signing refused hallmark's ignore list"
+    );
+    assert_code(&verify(&m, &p, &[]), 0);
+    flip(&m.join("model-00002-of-00002.safetensors"), 300);
+    assert!(
+        !ms_verify(&m, &sig),
+        "model_signing accepted a changed weight file"
+    );
+    assert_code(&verify(&m, &p, &[]), 1);
+
+    // model_signing signs with an ignore list, hallmark verifies and says what it skipped.
+    let m = f.model("sharded", "ms", 22);
+    std::fs::create_dir_all(m.join("notes")).unwrap();
+    std::fs::write(m.join("notes/a.txt"), "1").unwrap();
+    let sig = f.path("ms.sig");
+    let o = run(
+        cli.to_str().unwrap(),
+        &[
+            &"sign",
+            &"key",
+            &"--private_key",
+            &k,
+            &"--signature",
+            &sig,
+            &"--ignore-paths",
+            &m.join("notes"),
+            &m,
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "model_signing sign: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    std::fs::write(m.join("notes/a.txt"), "2").unwrap();
+    let o = verify(&m, &p, &["--json", "--sig", sig.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(code(&o), 0, "{v}");
+    assert!(v["ignore_paths"].to_string().contains("notes"), "{v}");
+    assert!(v["ignored_present"].to_string().contains("notes"), "{v}");
+    flip(&m.join("model-00001-of-00002.safetensors"), 300);
+    assert_code(&verify(&m, &p, &["--sig", sig.to_str().unwrap()]), 1);
+    assert!(!ms_verify(&m, &sig));
 }
 
 // ---- test vectors for the per-tensor digest ----
