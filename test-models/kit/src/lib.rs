@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod corpus;
+pub mod distil;
 pub mod model;
 pub mod plot;
 pub mod sim;
