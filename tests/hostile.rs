@@ -490,8 +490,15 @@ fn fuzz_regression_corpus_replays() {
         names.sort();
         let errs = names.iter().filter(|n| n.starts_with("err-")).count();
         let oks = names.iter().filter(|n| n.starts_with("ok-")).count();
-        assert!(errs >= 5 && oks >= 1, "{target}: {errs} err, {oks} ok files");
-        assert_eq!(errs + oks, names.len(), "{target}: a file named neither err- nor ok-");
+        assert!(
+            errs >= 5 && oks >= 1,
+            "{target}: {errs} err, {oks} ok files"
+        );
+        assert_eq!(
+            errs + oks,
+            names.len(),
+            "{target}: a file named neither err- nor ok-"
+        );
         for name in &names {
             let data = std::fs::read(dir.join(name)).unwrap();
             let got = std::panic::catch_unwind(|| fuzz_target_accepts(target, name, &data))
