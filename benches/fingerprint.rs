@@ -142,5 +142,11 @@ fn bench_dequant(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_extract, bench_detect, bench_dequant);
+// No HTML/SVG plots: plotters is built here with explicitly registered fonts only (for the
+// project's own plots), and criterion's plotting would find none and panic.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = bench_extract, bench_detect, bench_dequant
+}
 criterion_main!(benches);

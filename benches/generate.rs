@@ -138,5 +138,11 @@ fn sampler(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, sampler);
+// No HTML/SVG plots: plotters is built here with explicitly registered fonts only (for the
+// project's own plots), and criterion's plotting would find none and panic.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = decode, sampler
+}
 criterion_main!(benches);

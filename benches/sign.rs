@@ -93,5 +93,11 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+// No HTML/SVG plots: plotters is built here with explicitly registered fonts only (for the
+// project's own plots), and criterion's plotting would find none and panic.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = bench
+}
 criterion_main!(benches);

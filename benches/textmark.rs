@@ -336,7 +336,7 @@ fn detect_documents(c: &mut Criterion<CpuTime>) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().with_measurement(CpuTime);
+    config = Criterion::default().with_measurement(CpuTime).without_plots();
     targets = sample_step, watermark_only, detect_ids, detect_documents
 }
 criterion_main!(benches);
