@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{attention, heads, layer_norm, linear_b, Shape};
+use crate::model::{bert_encode, Gelu, Shape};
 use crate::KitError;
 
 /// Bumped when the recipe changes, so the cache trains new students.
@@ -121,60 +121,6 @@ fn read_f32(path: &Path) -> Result<HashMap<String, Tensor>, KitError> {
         out.insert(name, Tensor::from_vec(data, view.shape(), &Device::Cpu)?);
     }
     Ok(out)
-}
-
-/// The BERT encoder's last hidden states (`batch*seq x hidden`) for `input` (`batch x seq`),
-/// through the blocks `blocks` of the parameters `get` names.
-fn encode(
-    get: &dyn Fn(&str) -> Result<Tensor, KitError>,
-    input: &Tensor,
-    blocks: &[usize],
-    s: &Shape,
-) -> Result<Tensor, KitError> {
-    let (b, t) = input.dims2()?;
-    let x = get("embeddings.word_embeddings.weight")?.index_select(&input.flatten_all()?, 0)?;
-    let pos = get("embeddings.position_embeddings.weight")?.narrow(0, 0, t)?;
-    let typ = get("embeddings.token_type_embeddings.weight")?.narrow(0, 0, 1)?;
-    let x = x
-        .reshape((b, t, s.hidden))?
-        .broadcast_add(&pos)?
-        .broadcast_add(&typ)?
-        .reshape((b * t, s.hidden))?;
-    let mut x = layer_norm(
-        &x,
-        &get("embeddings.LayerNorm.weight")?,
-        &get("embeddings.LayerNorm.bias")?,
-    )?;
-    for &l in blocks {
-        let n = |m: &str| format!("encoder.layer.{l}.{m}");
-        let lb = |x: &Tensor, m: &str| -> Result<Tensor, KitError> {
-            linear_b(
-                x,
-                &get(&n(&format!("{m}.weight")))?,
-                &get(&n(&format!("{m}.bias")))?,
-            )
-        };
-        let q = heads(&lb(&x, "attention.self.query")?, b, s)?;
-        let k = heads(&lb(&x, "attention.self.key")?, b, s)?;
-        let v = heads(&lb(&x, "attention.self.value")?, b, s)?;
-        let y = lb(
-            &attention(&q, &k, &v, None, b, s)?,
-            "attention.output.dense",
-        )?;
-        x = layer_norm(
-            &(x + y)?,
-            &get(&n("attention.output.LayerNorm.weight"))?,
-            &get(&n("attention.output.LayerNorm.bias"))?,
-        )?;
-        let h = lb(&x, "intermediate.dense")?.gelu_erf()?;
-        let y = lb(&h, "output.dense")?;
-        x = layer_norm(
-            &(x + y)?,
-            &get(&n("output.LayerNorm.weight"))?,
-            &get(&n("output.LayerNorm.bias"))?,
-        )?;
-    }
-    Ok(x)
 }
 
 /// The student's parameters (teacher names, layers renumbered), initialised from the teacher.
@@ -339,9 +285,9 @@ fn distil(
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     // A held-out batch from a fixed seed, the same for every student.
     let eval_in = windows(text, 8, cfg.seq, &mut ChaCha8Rng::seed_from_u64(u64::MAX))?;
-    let eval_target = encode(&tget, &eval_in, &all, &ts)?;
+    let eval_target = bert_encode(&tget, &eval_in, &all, &ts, Gelu::Erf)?;
     let eval_loss = |sget: &dyn Fn(&str) -> Result<Tensor, KitError>| -> Result<f64, KitError> {
-        let y = encode(sget, &eval_in, &own, &ss)?;
+        let y = bert_encode(sget, &eval_in, &own, &ss, Gelu::Erf)?;
         Ok((y - &eval_target)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64)
     };
     let mut curve = vec![(0, eval_loss(&sget)?)];
@@ -359,8 +305,8 @@ fn distil(
     for step in 0..cfg.steps {
         opt.set_learning_rate(cfg.lr * ((step + 1) as f64 / warmup as f64).min(1.0));
         let input = windows(text, cfg.batch, cfg.seq, &mut rng)?;
-        let target = encode(&tget, &input, &all, &ts)?.detach();
-        let y = encode(&sget, &input, &own, &ss)?;
+        let target = bert_encode(&tget, &input, &all, &ts, Gelu::Erf)?.detach();
+        let y = bert_encode(&sget, &input, &own, &ss, Gelu::Erf)?;
         let loss = (y - target)?.sqr()?.mean_all()?;
         let l = loss.to_scalar::<f32>()?;
         if !l.is_finite() {

@@ -299,7 +299,7 @@ fn rms_norm(x: &Tensor, w: &Tensor) -> Result<Tensor, KitError> {
     Ok(x.broadcast_div(&(ms + 1e-5)?.sqrt()?)?.broadcast_mul(w)?)
 }
 
-pub(crate) fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor, KitError> {
+fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor, KitError> {
     let mu = x.mean_keepdim(D::Minus1)?;
     let xc = x.broadcast_sub(&mu)?;
     let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -320,19 +320,19 @@ fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor, KitError> {
     Ok(x.matmul(&w.t()?)?)
 }
 
-pub(crate) fn linear_b(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor, KitError> {
+fn linear_b(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor, KitError> {
     Ok(linear(x, w)?.broadcast_add(b)?)
 }
 
 /// `[rows, hidden]` -> `[batch, heads, seq, head_dim]`.
-pub(crate) fn heads(x: &Tensor, b: usize, s: &Shape) -> Result<Tensor, KitError> {
+fn heads(x: &Tensor, b: usize, s: &Shape) -> Result<Tensor, KitError> {
     let hd = s.hidden / s.heads;
     Ok(x.reshape((b, s.seq, s.heads, hd))?
         .transpose(1, 2)?
         .contiguous()?)
 }
 
-pub(crate) fn attention(
+fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -378,6 +378,78 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, KitError> {
     Ok((x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?)?)
 }
 
+/// Which GELU a BERT block uses: the kit's own models use the tanh approximation; the real
+/// all-MiniLM-L6-v2 uses the exact (erf) one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gelu {
+    /// `gelu` (tanh approximation).
+    Tanh,
+    /// `gelu_erf` (exact).
+    Erf,
+}
+
+/// A BERT encoder's last hidden states (`batch*seq x hidden`) for `input` (`batch x seq`),
+/// through the blocks `blocks` of the parameters `get` returns by their Hugging Face names.
+pub fn bert_encode(
+    get: &dyn Fn(&str) -> Result<Tensor, KitError>,
+    input: &Tensor,
+    blocks: &[usize],
+    s: &Shape,
+    gelu: Gelu,
+) -> Result<Tensor, KitError> {
+    let (b, t) = input.dims2()?;
+    if t != s.seq {
+        return Err(KitError::Bad("batch length differs from the shape".into()));
+    }
+    let x = get("embeddings.word_embeddings.weight")?.index_select(&input.flatten_all()?, 0)?;
+    let pos = get("embeddings.position_embeddings.weight")?.narrow(0, 0, t)?;
+    let typ = get("embeddings.token_type_embeddings.weight")?.narrow(0, 0, 1)?;
+    let x = x
+        .reshape((b, t, s.hidden))?
+        .broadcast_add(&pos)?
+        .broadcast_add(&typ)?
+        .reshape((b * t, s.hidden))?;
+    let mut x = layer_norm(
+        &x,
+        &get("embeddings.LayerNorm.weight")?,
+        &get("embeddings.LayerNorm.bias")?,
+    )?;
+    for &l in blocks {
+        let n = |m: &str| format!("encoder.layer.{l}.{m}");
+        let lb = |x: &Tensor, m: &str| -> Result<Tensor, KitError> {
+            linear_b(
+                x,
+                &get(&n(&format!("{m}.weight")))?,
+                &get(&n(&format!("{m}.bias")))?,
+            )
+        };
+        let q = heads(&lb(&x, "attention.self.query")?, b, s)?;
+        let k = heads(&lb(&x, "attention.self.key")?, b, s)?;
+        let v = heads(&lb(&x, "attention.self.value")?, b, s)?;
+        let y = lb(
+            &attention(&q, &k, &v, None, b, s)?,
+            "attention.output.dense",
+        )?;
+        x = layer_norm(
+            &(x + y)?,
+            &get(&n("attention.output.LayerNorm.weight"))?,
+            &get(&n("attention.output.LayerNorm.bias"))?,
+        )?;
+        let h = lb(&x, "intermediate.dense")?;
+        let h = match gelu {
+            Gelu::Tanh => h.gelu()?,
+            Gelu::Erf => h.gelu_erf()?,
+        };
+        let y = lb(&h, "output.dense")?;
+        x = layer_norm(
+            &(x + y)?,
+            &get(&n("output.LayerNorm.weight"))?,
+            &get(&n("output.LayerNorm.bias"))?,
+        )?;
+    }
+    Ok(x)
+}
+
 /// Precomputed constants of a forward pass.
 pub struct Consts {
     cos: Tensor,
@@ -408,10 +480,9 @@ pub fn loss(f: Family, p: &Params, s: &Shape, k: &Consts, bt: &Batch) -> Result<
         return Err(KitError::Bad("batch length differs from the shape".into()));
     }
     let emb = p.get(embedding_name(f))?;
-    let x = emb.index_select(&bt.input.flatten_all()?, 0)?;
     let logits = match f {
         Family::Llama => {
-            let mut x = x;
+            let mut x = emb.index_select(&bt.input.flatten_all()?, 0)?;
             for l in 0..s.layers {
                 let n = |m: &str| format!("model.layers.{l}.{m}");
                 let h = rms_norm(&x, p.get(&n("input_layernorm.weight"))?)?;
@@ -431,60 +502,14 @@ pub fn loss(f: Family, p: &Params, s: &Shape, k: &Consts, bt: &Batch) -> Result<
             linear(&x, emb)?
         }
         Family::Bert => {
-            let pos = p.get("embeddings.position_embeddings.weight")?;
-            let typ = p
-                .get("embeddings.token_type_embeddings.weight")?
-                .narrow(0, 0, 1)?;
-            let x = x
-                .reshape((b, t, s.hidden))?
-                .broadcast_add(pos)?
-                .broadcast_add(&typ)?
-                .reshape((b * t, s.hidden))?;
-            let mut x = layer_norm(
-                &x,
-                p.get("embeddings.LayerNorm.weight")?,
-                p.get("embeddings.LayerNorm.bias")?,
+            let blocks: Vec<usize> = (0..s.layers).collect();
+            let x = bert_encode(
+                &|n: &str| p.get(n).cloned(),
+                &bt.input,
+                &blocks,
+                s,
+                Gelu::Tanh,
             )?;
-            for l in 0..s.layers {
-                let n = |m: &str| format!("encoder.layer.{l}.{m}");
-                let lb = |m: &str| -> Result<Tensor, KitError> {
-                    linear_b(
-                        &x,
-                        p.get(&n(&format!("{m}.weight")))?,
-                        p.get(&n(&format!("{m}.bias")))?,
-                    )
-                };
-                let q = heads(&lb("attention.self.query")?, b, s)?;
-                let kk = heads(&lb("attention.self.key")?, b, s)?;
-                let v = heads(&lb("attention.self.value")?, b, s)?;
-                let y = attention(&q, &kk, &v, None, b, s)?;
-                let y = linear_b(
-                    &y,
-                    p.get(&n("attention.output.dense.weight"))?,
-                    p.get(&n("attention.output.dense.bias"))?,
-                )?;
-                x = layer_norm(
-                    &(x + y)?,
-                    p.get(&n("attention.output.LayerNorm.weight"))?,
-                    p.get(&n("attention.output.LayerNorm.bias"))?,
-                )?;
-                let h = linear_b(
-                    &x,
-                    p.get(&n("intermediate.dense.weight"))?,
-                    p.get(&n("intermediate.dense.bias"))?,
-                )?
-                .gelu()?;
-                let y = linear_b(
-                    &h,
-                    p.get(&n("output.dense.weight"))?,
-                    p.get(&n("output.dense.bias"))?,
-                )?;
-                x = layer_norm(
-                    &(x + y)?,
-                    p.get(&n("output.LayerNorm.weight"))?,
-                    p.get(&n("output.LayerNorm.bias"))?,
-                )?;
-            }
             let positions = bt
                 .positions
                 .as_ref()
