@@ -18,12 +18,9 @@ test-models/fetch.sh
 # nothing more afterwards.
 echo "demo: building hallmark and its tests (cargo test --release --no-run); the first build takes several minutes on 2 cores..."
 cargo test --release --no-run
-# The zoo (leaked-copy maker) lives in the test-kit crate; same profile and features, so this
-# links one more binary and builds nothing else.
-cargo build --release -p hallmark-testkit --bin hallmark-zoo
 H="$root/target/release/hallmark"
 TM="$root/target/release/hallmark-testmodels"
-ZOO="$root/target/release/hallmark-zoo"
+ZOO="$root/target/release/examples/hallmark-zoo"
 work="$root/target/demo"
 rm -rf "$work"
 mkdir -p "$work"
