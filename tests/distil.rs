@@ -7,7 +7,8 @@
 
 use std::path::Path;
 
-use hallmark::detect::{finish, InputKind, KeyTest};
+use super::onnx::by_name;
+use hallmark::detect::{finish, InputKind};
 use hallmark::fingerprint::{extract, Fingerprint, Suspect};
 use hallmark::weights::DType;
 use hallmark_testkit::distil::{ensure_student, DistilConfig, Student};
@@ -30,13 +31,6 @@ fn student(first: usize, seed: u64) -> Student {
         s.config.layers, s.eval_loss, s.relative_change.word_embeddings, s.relative_change.layers
     );
     s
-}
-
-fn by_name<'a>(tests: &'a [KeyTest], name: &str) -> &'a KeyTest {
-    tests
-        .iter()
-        .find(|t| t.name == name)
-        .unwrap_or_else(|| panic!("no result for {name}"))
 }
 
 #[test]

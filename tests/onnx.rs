@@ -32,7 +32,8 @@ fn zoo_fingerprint(dir: &Path, cfg: Config, seed: u64, name: &str) -> Fingerprin
     extract(&p, name).unwrap()
 }
 
-fn by_name<'a>(tests: &'a [KeyTest], name: &str) -> &'a KeyTest {
+/// The result for the registered entry `name` (shared by the fingerprint test modules).
+pub(crate) fn by_name<'a>(tests: &'a [KeyTest], name: &str) -> &'a KeyTest {
     tests
         .iter()
         .find(|t| t.name == name)
