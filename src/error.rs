@@ -125,3 +125,22 @@ impl<T> IoContext<T> for Result<T, io::Error> {
         })
     }
 }
+
+/// One line for an error and its causes, `outer: inner: ...`, skipping a cause whose text is
+/// already included (errors that print their source): how every front end (the CLI, the Python
+/// package) words a failure, so the two never disagree.
+pub fn message(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = String::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+        cur = e.source();
+    }
+    msg
+}

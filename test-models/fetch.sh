@@ -74,6 +74,30 @@ if [ ! -x "$venv/bin/model_signing" ]; then
   fi
 fi
 
+# The Python package's test environment (tests/python/, driven by tests/python.rs): pytest,
+# pyspark, pyarrow, llama-cpp-python, HF transformers + torch (large: several GB, so it lives in
+# a virtualenv under test-models/cache, built once and reused), at the versions pinned in
+# python/requirements-test.txt. Then the package itself is (re)built from this checkout with
+# `pip install ./python`, and the digest of its sources recorded so the tests know the build is
+# current.
+pyenv="$cache/py"
+reqs="$here/../python/requirements-test.txt"
+want_reqs=$(sha256sum "$reqs" | cut -d' ' -f1)
+if [ "$(cat "$pyenv/requirements-digest" 2>/dev/null)" != "$want_reqs" ]; then
+  echo "fetch: building the Python test environment in $pyenv (first time: several minutes)" >&2
+  "$PY" -m venv "$pyenv" >&2
+  "$pyenv/bin/pip" install --quiet --upgrade pip >&2
+  "$pyenv/bin/pip" install --quiet -r "$reqs" >&2
+  echo "$want_reqs" > "$pyenv/requirements-digest"
+fi
+digest=$("$here/../python/source-digest.sh")
+if [ "$(cat "$pyenv/hallmark-source-digest" 2>/dev/null)" != "$digest" ]; then
+  echo "fetch: building and installing the hallmark Python package (pip install ./python)" >&2
+  rm -f "$pyenv/hallmark-source-digest"
+  (cd "$here/.." && "$pyenv/bin/pip" install --quiet --no-build-isolation --force-reinstall --no-deps ./python) >&2
+  echo "$digest" > "$pyenv/hallmark-source-digest"
+fi
+
 # The int8 ONNX re-export of MiniLM that the fingerprint tests detect (test-models/onnx/make.sh).
 if ! "$here/onnx/make.sh"; then
   echo "fetch: test-models/onnx/make.sh failed; the ONNX fingerprint tests need its output" >&2

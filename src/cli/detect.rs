@@ -1,10 +1,10 @@
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use hallmark::detect::{InputKind, KeyTest, Report, Status, SIGNATURE_KIND};
-use hallmark::registry::{EntryKind, Registry};
+use hallmark::registry::Registry;
 
 /// `hallmark detect`
 ///
@@ -20,12 +20,23 @@ undecided (too little evidence, e.g. a short text; no match)."
 )]
 pub struct Args {
     /// Suspect weight file or directory, or a text file; `-` reads text from stdin.
-    #[arg(required_unless_present = "jsonl", conflicts_with = "jsonl")]
+    #[arg(
+        required_unless_present_any = ["jsonl", "parquet"],
+        conflicts_with_all = ["jsonl", "parquet"]
+    )]
     pub suspect: Option<PathBuf>,
     /// A JSON Lines file of `{"text": ...}` documents; one result line per document (a bad
     /// line gives an error object for that line, and the others are still tested).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "parquet")]
     pub jsonl: Option<PathBuf>,
+    /// A Parquet file whose text column (`--column`, default `text`) holds one document per
+    /// row; one result line per row, in order, named `FILE:N` (N the 1-based row number). Read
+    /// one batch of rows at a time, so memory stays bounded.
+    #[arg(long)]
+    pub parquet: Option<PathBuf>,
+    /// The Parquet column of documents (a string column).
+    #[arg(long, value_name = "NAME")]
+    pub column: Option<String>,
     /// Registry directory (default: $HALLMARK_REGISTRY, else ./keys).
     #[arg(long)]
     pub registry: Option<PathBuf>,
@@ -38,8 +49,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    if !(a.alpha > 0.0 && a.alpha < 1.0) {
-        anyhow::bail!("--alpha must be in (0, 1), got {}", a.alpha);
+    hallmark::detect::check_alpha(a.alpha)?;
+    if a.column.is_some() && a.parquet.is_none() {
+        anyhow::bail!("--column applies to --parquet only");
     }
     let dir = a
         .registry
@@ -51,29 +63,51 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut status: Option<Status> = None;
     let mut note = |s: Status| status = Some(status.map_or(s, |t| t.combine(s)));
     if let Some(jsonl) = &a.jsonl {
-        let text = std::fs::read_to_string(jsonl)
-            .with_context(|| format!("reading {}", jsonl.display()))?;
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
+        let file =
+            std::fs::File::open(jsonl).with_context(|| format!("reading {}", jsonl.display()))?;
+        let mut docs = Vec::new();
+        let mut lines = std::io::BufReader::new(file).lines().enumerate();
+        loop {
+            // Documents are tested a batch at a time, in parallel, and printed in order: memory
+            // stays bounded however long the file is.
+            let next = lines.next();
+            let done = next.is_none();
+            if let Some((i, line)) = next {
+                let line = line.with_context(|| format!("reading {}", jsonl.display()))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let input = format!("{}:{}", jsonl.display(), i + 1);
+                let doc = serde_json::from_str::<serde_json::Value>(&line)
+                    .map_err(|e| format!("not JSON: {e}"))
+                    .and_then(|v| match v.get("text").and_then(|t| t.as_str()) {
+                        Some(t) => Ok(t.to_string()),
+                        None => Err("no string field `text`".to_string()),
+                    });
+                docs.push((input, doc));
             }
-            let input = format!("{}:{}", jsonl.display(), i + 1);
-            let doc = serde_json::from_str::<serde_json::Value>(line)
-                .map_err(|e| format!("not JSON: {e}"))
-                .and_then(|v| match v.get("text").and_then(|t| t.as_str()) {
-                    Some(t) => Ok(t.to_string()),
-                    None => Err("no string field `text`".to_string()),
-                });
-            match doc {
-                Ok(t) => {
-                    let r = detect_text(input, &t, &registry, a.alpha)?;
-                    note(r.status);
-                    print_report(&r, a.json)?;
+            if docs.len() >= BATCH || (done && !docs.is_empty()) {
+                for s in test_batch(&mut docs, &registry, a.alpha, a.json)? {
+                    note(s);
                 }
-                Err(reason) => {
-                    note(Status::Error);
-                    print_line_error(&input, &reason, a.json)?;
-                }
+            }
+            if done {
+                break;
+            }
+        }
+    } else if let Some(pq) = &a.parquet {
+        let column = a.column.as_deref().unwrap_or("text");
+        let mut reader = hallmark::detect::parquet::TextColumn::open(pq, column, BATCH)?;
+        while let Some(batch) = reader.next_batch()? {
+            let mut docs: Vec<(String, Result<String, String>)> = batch
+                .into_iter()
+                .map(|(row, text)| {
+                    let input = format!("{}:{}", pq.display(), row + 1);
+                    (input, text.ok_or_else(|| format!("`{column}` is null")))
+                })
+                .collect();
+            for s in test_batch(&mut docs, &registry, a.alpha, a.json)? {
+                note(s);
             }
         }
     } else if let Some(s) = &a.suspect {
@@ -84,197 +118,49 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 .context("reading stdin")?;
             let t =
                 String::from_utf8(buf).context("stdin is neither a weight file nor UTF-8 text")?;
-            detect_text("-".into(), &t, &registry, a.alpha)?
-        } else if is_weights(s)? {
-            detect_weights(s, &registry, a.alpha)?
+            hallmark::detect::detect_text("-".into(), &t, &registry, a.alpha)?
         } else {
-            let bytes = std::fs::read(s).with_context(|| format!("reading {}", s.display()))?;
-            let t = String::from_utf8(bytes).with_context(|| {
-                format!("{}: neither a weight file nor UTF-8 text", s.display())
-            })?;
-            detect_text(s.display().to_string(), &t, &registry, a.alpha)?
+            hallmark::detect::detect_path(s, &registry, a.alpha)?
         };
+        warn_if_empty(&r, registry.dir());
         note(r.status);
         print_report(&r, a.json)?;
     }
     Ok(ExitCode::from(status.unwrap_or(Status::Error).exit_code()))
 }
 
-/// The registry's problems that concern a suspect of `kind`, as error results (an unreadable or
-/// too-deep directory could hide entries of any kind, so it concerns every suspect).
-fn problem_results(registry: &Registry, kind: InputKind) -> Vec<KeyTest> {
-    registry
-        .problems()
-        .iter()
-        .filter(|p| match kind {
-            InputKind::Text => p.applies_to.text,
-            InputKind::Weights => p.applies_to.weights,
-        })
-        .map(|p| match &p.entry {
-            Some(e) => KeyTest::error(&e.name, entry_kind_name(e.kind), &p.reason),
-            None => {
-                let rel = p.path.strip_prefix(registry.dir()).unwrap_or(&p.path);
-                KeyTest::error(rel.display().to_string(), "registry", &p.reason)
-            }
-        })
-        .collect()
-}
+/// Documents tested together (in parallel) before their results are printed.
+const BATCH: usize = 1024;
 
-fn entry_kind_name(k: EntryKind) -> &'static str {
-    match k {
-        EntryKind::SignerKey => "pub",
-        EntryKind::WatermarkKey => "wmkey",
-        EntryKind::Fingerprint => "fingerprint",
-    }
-}
-
-/// Run a capability's tests; a panic inside (a bug) is reported as an error, never a crash.
-fn guarded<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        Err(anyhow::anyhow!(
-            "internal error while {what}: {}",
-            hallmark::tokenizer::panic_message(&*p)
-        ))
-    })
-}
-
-fn detect_text(
-    input: String,
-    text: &str,
+/// Test a batch of documents (`(input, text or why it is unusable)`) in parallel, print the
+/// results in order, empty the batch, and return each document's status.
+fn test_batch(
+    docs: &mut Vec<(String, Result<String, String>)>,
     registry: &Registry,
     alpha: f64,
-) -> anyhow::Result<Report> {
-    let t = guarded("testing text watermarks", || {
-        Ok(hallmark::textmark::test_text(text, registry)?)
-    })?;
-    let mut tests = t.tests;
-    tests.extend(problem_results(registry, InputKind::Text));
-    let r = hallmark::detect::finish(input, InputKind::Text, tests, alpha, t.scored_tokens);
-    warn_if_empty(&r, registry.dir());
-    Ok(r)
-}
-
-fn detect_weights(s: &Path, registry: &Registry, alpha: f64) -> anyhow::Result<Report> {
-    let mut tests = guarded("testing weights", || {
-        hallmark::fingerprint::test_weights(s, registry)
-            .with_context(|| format!("examining {}", s.display()))
-    })?;
-    tests.extend(signature_results(s, registry)?);
-    tests.extend(problem_results(registry, InputKind::Weights));
-    let r = hallmark::detect::finish(
-        s.display().to_string(),
-        InputKind::Weights,
-        tests,
-        alpha,
-        None,
-    );
-    warn_if_empty(&r, registry.dir());
-    Ok(r)
-}
-
-/// The signature bundles a model carries: `MODEL.sig` beside a file; `*.sig` and
-/// `*.sigstore.json` files at the top of a directory.
-fn bundles_of(model: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(model).with_context(|| format!("reading {}", model.display()))?;
-    if !meta.is_dir() {
-        let p = hallmark::signing::sign::default_sig_path(model);
-        return Ok(if p.is_file() { vec![p] } else { Vec::new() });
-    }
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(model).with_context(|| format!("reading {}", model.display()))? {
-        let e = e.with_context(|| format!("reading {}", model.display()))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if (name.ends_with(".sig") || name.ends_with(".sigstore.json"))
-            && e.file_type().map(|t| t.is_file()).unwrap_or(false)
-        {
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Largest signature bundle read.
-const MAX_BUNDLE_BYTES: u64 = 16 << 20;
-
-/// One `signature` result per bundle the suspect carries: which registered signer signed it,
-/// and whether the model's files still verify against it.
-fn signature_results(model: &Path, registry: &Registry) -> anyhow::Result<Vec<KeyTest>> {
-    use hallmark::signing::{check_model, verify_bundle, VerifyingKey};
-    let mut signers = Vec::new();
-    for e in registry.of_kind(EntryKind::SignerKey) {
-        let bytes = hallmark::registry::read_entry(&e.path)?;
-        let pem = String::from_utf8_lossy(&bytes);
-        signers.push((e.name.clone(), VerifyingKey::from_pem(&pem)?));
-    }
-    if signers.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    for b in bundles_of(model)? {
-        let label = b
-            .strip_prefix(model)
-            .ok()
-            .filter(|r| !r.as_os_str().is_empty())
-            .unwrap_or(&b)
-            .display()
-            .to_string();
-        let len = std::fs::metadata(&b).map(|m| m.len()).unwrap_or(0);
-        if len > MAX_BUNDLE_BYTES {
-            out.push(KeyTest::error(
-                label,
-                SIGNATURE_KIND,
-                format!("{len} bytes; bundles are at most {MAX_BUNDLE_BYTES} bytes"),
-            ));
-            continue;
-        }
-        let bytes = std::fs::read(&b).with_context(|| format!("reading {}", b.display()))?;
-        let mut found = None;
-        for (name, key) in &signers {
-            match verify_bundle(&bytes, key) {
-                Ok(v) => {
-                    found = Some((name.clone(), key.hint(), v));
-                    break;
-                }
-                Err(e) if e.is_invalid_signature() => continue,
-                Err(e) => {
-                    found = None;
-                    out.push(KeyTest::error(&label, SIGNATURE_KIND, e.to_string()));
-                    break;
-                }
+    json: bool,
+) -> anyhow::Result<Vec<Status>> {
+    let items: Vec<(String, &str)> = docs
+        .iter()
+        .filter_map(|(input, d)| d.as_ref().ok().map(|t| (input.clone(), t.as_str())))
+        .collect();
+    let mut reports = hallmark::detect::detect_texts(&items, registry, alpha).into_iter();
+    let mut out = Vec::with_capacity(docs.len());
+    for (input, d) in docs.drain(..) {
+        match d {
+            Ok(_) => {
+                let r = reports
+                    .next()
+                    .context("internal error: a document without a result")??;
+                warn_if_empty(&r, registry.dir());
+                out.push(r.status);
+                print_report(&r, json)?;
+            }
+            Err(reason) => {
+                out.push(Status::Error);
+                print_line_error(&input, &reason, json)?;
             }
         }
-        let Some((signer, hint, verified)) = found else {
-            if !out.iter().any(|t| t.name == label) {
-                out.push(
-                    KeyTest::exact(&label, SIGNATURE_KIND, false)
-                        .with("bundle", b.display().to_string())
-                        .with("signer", serde_json::Value::Null)
-                        .with("note", "signed by no registered key"),
-                );
-            }
-            continue;
-        };
-        let report = match check_model(model, &verified, Some(&b), &|_| {}) {
-            Ok(r) => r,
-            Err(e) => {
-                out.push(KeyTest::error(&signer, SIGNATURE_KIND, e.to_string()));
-                continue;
-            }
-        };
-        let problems: Vec<serde_json::Value> = report
-            .problems()
-            .map(|f| serde_json::json!({"file": f.name, "status": f.status.label()}))
-            .collect();
-        out.push(
-            KeyTest::exact(&signer, SIGNATURE_KIND, report.is_valid())
-                .with("bundle", b.display().to_string())
-                .with("signer", signer.clone())
-                .with("key_hint", hint)
-                .with("verifies", report.is_valid())
-                .with("files", report.files.len() as u64)
-                .with("problems", problems),
-        );
     }
     Ok(out)
 }
@@ -296,28 +182,6 @@ fn warn_if_empty(r: &Report, dir: &Path) {
             super::warn(format!("{} [{}] could not be tested: {e}", t.name, t.kind));
         }
     }
-}
-
-/// A directory, a file named `*.gguf` / `*.safetensors` (even an empty or damaged one: it is
-/// then a weights error, not text), or a file whose first bytes are a weights header.
-fn is_weights(p: &Path) -> anyhow::Result<bool> {
-    let meta = std::fs::metadata(p).with_context(|| format!("reading {}", p.display()))?;
-    if meta.is_dir() {
-        return Ok(true);
-    }
-    let ext = p
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase());
-    if matches!(ext.as_deref(), Some("gguf") | Some("safetensors")) {
-        return Ok(true);
-    }
-    let mut head = [0u8; 9];
-    let mut f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
-    let n = f
-        .read(&mut head)
-        .with_context(|| format!("reading {}", p.display()))?;
-    Ok(hallmark::weights::sniff(&head[..n]).is_some())
 }
 
 fn print_line_error(input: &str, reason: &str, json: bool) -> anyhow::Result<()> {

@@ -78,7 +78,13 @@ impl Command {
             Command::Register(a) => (a.json, a.files.first().cloned()),
             Command::Mark(a) => (a.json, Some(a.model.clone())),
             Command::Generate(a) => (a.json, Some(a.model.clone())),
-            Command::Detect(a) => (a.json, a.suspect.clone().or_else(|| a.jsonl.clone())),
+            Command::Detect(a) => (
+                a.json,
+                a.suspect
+                    .clone()
+                    .or_else(|| a.jsonl.clone())
+                    .or_else(|| a.parquet.clone()),
+            ),
             #[cfg(feature = "eval")]
             Command::Eval(a) => (a.json, None),
         }

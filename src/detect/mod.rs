@@ -10,6 +10,13 @@
 
 use serde::{Serialize, Serializer};
 
+pub mod parquet;
+mod suspect;
+pub use suspect::{
+    check_alpha, detect_path, detect_text, detect_texts, detect_weights, is_weights,
+    problem_results, DetectError,
+};
+
 /// The smallest p-value printed as a number; below it a p-value is reported as a bound.
 pub const P_FLOOR: f64 = 1e-300;
 

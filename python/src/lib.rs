@@ -1,0 +1,432 @@
+//! `hallmark._native`: the PyO3 layer under the `hallmark` Python package.
+//!
+//! Everything here is a thin adapter over the `hallmark` library, the same code the CLI runs:
+//! detection ([`hallmark::detect`]), the watermarking samplers ([`hallmark::textmark`]) and
+//! signing ([`hallmark::signing`]). Results cross the boundary as the CLI's own JSON (parsed on
+//! the Python side), so a verdict or a p-value cannot differ between the two front ends. Errors
+//! become `hallmark.Error` subclasses with the CLI's message; a panic never crosses the FFI
+//! boundary (detection catches it, and PyO3 turns any other into a Python exception).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use numpy::{PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+
+use hallmark::detect::{DetectError, Report};
+use hallmark::registry::Registry as LibRegistry;
+use hallmark::textmark::{SamplingParams, TokenSampler, WatermarkKey as LibKey};
+
+create_exception!(
+    _native,
+    Error,
+    PyException,
+    "Every error hallmark raises; the message is the CLI's."
+);
+create_exception!(
+    _native,
+    RegistryError,
+    Error,
+    "A registry directory or entry that cannot be used."
+);
+create_exception!(
+    _native,
+    InputError,
+    Error,
+    "A suspect, key or argument that cannot be used (the CLI's exit code 2)."
+);
+create_exception!(
+    _native,
+    SignatureError,
+    Error,
+    "A signature bundle or signing key that cannot be used."
+);
+
+fn message(e: &(dyn std::error::Error + 'static)) -> String {
+    hallmark::error::message(e)
+}
+
+fn detect_err(e: DetectError) -> PyErr {
+    let msg = message(&e);
+    match e {
+        DetectError::Registry(_) => RegistryError::new_err(msg),
+        DetectError::Signing(_) => SignatureError::new_err(msg),
+        _ => InputError::new_err(msg),
+    }
+}
+
+/// The JSON object `detect --json` prints for one suspect.
+fn report_json(r: &Report) -> PyResult<String> {
+    serde_json::to_string(r).map_err(|e| Error::new_err(format!("internal error: {e}")))
+}
+
+/// A registry directory of signer keys, watermark keys and fingerprints (the CLI's `--registry`).
+#[pyclass(module = "hallmark._native", frozen)]
+struct Registry {
+    inner: Arc<LibRegistry>,
+}
+
+#[pymethods]
+impl Registry {
+    /// Open a registry: `path`, else `$HALLMARK_REGISTRY`, else `./keys` (the CLI's rules).
+    #[new]
+    #[pyo3(signature = (path=None))]
+    fn new(path: Option<PathBuf>) -> PyResult<Self> {
+        let dir = path.unwrap_or_else(hallmark::registry::default_dir);
+        let reg = LibRegistry::open(&dir).map_err(|e| {
+            RegistryError::new_err(format!(
+                "opening registry {}: {}",
+                dir.display(),
+                message(&e)
+            ))
+        })?;
+        Ok(Self {
+            inner: Arc::new(reg.validate()),
+        })
+    }
+
+    /// The registry directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.dir().to_path_buf()
+    }
+
+    /// `(name, kind, path)` of every registered entry.
+    fn entries(&self) -> Vec<(String, String, PathBuf)> {
+        self.inner
+            .entries()
+            .iter()
+            .map(|e| (e.name.clone(), e.kind.label().to_string(), e.path.clone()))
+            .collect()
+    }
+
+    /// Test texts in parallel with the GIL released; one `detect --json` object (as a JSON
+    /// string) per text, in order. `inputs` names each text in its report.
+    fn detect_texts_json(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        inputs: Vec<String>,
+        alpha: f64,
+    ) -> PyResult<Vec<String>> {
+        hallmark::detect::check_alpha(alpha).map_err(detect_err)?;
+        if texts.len() != inputs.len() {
+            return Err(PyValueError::new_err("texts and inputs differ in length"));
+        }
+        let reg = self.inner.clone();
+        let items: Vec<(String, String)> = inputs.into_iter().zip(texts).collect();
+        let results = py.detach(move || hallmark::detect::detect_texts(&items, &reg, alpha));
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(r) => report_json(&r),
+                Err(e) => Err(detect_err(e)),
+            })
+            .collect()
+    }
+
+    /// Test a weight file or directory (or a text file) with the GIL released; the
+    /// `detect --json` object as a JSON string.
+    fn detect_path_json(&self, py: Python<'_>, path: PathBuf, alpha: f64) -> PyResult<String> {
+        let reg = self.inner.clone();
+        let r = py
+            .detach(move || hallmark::detect::detect_path(&path, &reg, alpha))
+            .map_err(detect_err)?;
+        report_json(&r)
+    }
+
+    /// The same, requiring weights: a text file is an error.
+    fn detect_weights_json(&self, py: Python<'_>, path: PathBuf, alpha: f64) -> PyResult<String> {
+        let reg = self.inner.clone();
+        let r = py
+            .detach(move || {
+                if !hallmark::detect::is_weights(&path)? {
+                    return Err(DetectError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "not a weight file or directory (safetensors, GGUF)",
+                        ),
+                    });
+                }
+                hallmark::detect::detect_weights(&path, &reg, alpha)
+            })
+            .map_err(detect_err)?;
+        report_json(&r)
+    }
+}
+
+/// A secret text watermark key (`hallmark wm-key`).
+#[pyclass(module = "hallmark._native", frozen)]
+struct WatermarkKey {
+    inner: Arc<LibKey>,
+    path: PathBuf,
+    /// The key's tokenizer, loaded on first use.
+    tokenizer: std::sync::OnceLock<Arc<hallmark::tokenizer::Tokenizer>>,
+}
+
+impl WatermarkKey {
+    fn tokenizer(&self) -> PyResult<Arc<hallmark::tokenizer::Tokenizer>> {
+        if let Some(t) = self.tokenizer.get() {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(
+            self.inner
+                .tokenizer()
+                .load()
+                .map_err(|e| InputError::new_err(message(&e)))?,
+        );
+        Ok(self.tokenizer.get_or_init(|| t).clone())
+    }
+}
+
+#[pymethods]
+impl WatermarkKey {
+    /// Read and validate a key file.
+    #[staticmethod]
+    fn load(path: PathBuf) -> PyResult<Self> {
+        let key = LibKey::load(&path).map_err(|e| InputError::new_err(message(&e)))?;
+        Ok(Self {
+            inner: Arc::new(key),
+            path,
+            tokenizer: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The key file this key was read from.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// The scheme: `kgw` or `gumbel`.
+    #[getter]
+    fn scheme(&self) -> &'static str {
+        self.inner.scheme().name()
+    }
+
+    /// The context rule, e.g. `left:1`.
+    #[getter]
+    fn context(&self) -> String {
+        let r = self.inner.rule();
+        format!("{}:{}", r.name(), r.width())
+    }
+
+    /// Where the key's tokenizer came from when the key was made.
+    #[getter]
+    fn tokenizer_source(&self) -> String {
+        self.inner.tokenizer().source.clone()
+    }
+
+    /// Encode text with the key's own tokenizer (the ids detection scores).
+    fn encode(&self, py: Python<'_>, text: String) -> PyResult<Vec<u32>> {
+        let tok = self.tokenizer()?;
+        py.detach(move || tok.encode(&text))
+            .map_err(|e| InputError::new_err(message(&e)))
+    }
+
+    /// Decode ids with the key's own tokenizer (special tokens skipped).
+    fn decode(&self, py: Python<'_>, ids: Vec<u32>) -> PyResult<String> {
+        let tok = self.tokenizer()?;
+        py.detach(move || tok.decode(&ids))
+            .map_err(|e| InputError::new_err(message(&e)))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "WatermarkKey(scheme={:?}, context={:?}, path={:?})",
+            self.scheme(),
+            self.context(),
+            self.path.display().to_string()
+        )
+    }
+}
+
+/// One watermarking sampler per sequence of a batch, continued while each row's context grows
+/// by one token per call (a new generation is detected and starts fresh samplers).
+struct Row {
+    sampler: Box<dyn TokenSampler>,
+    context: Vec<u32>,
+}
+
+/// The sampler behind `WatermarkKey.logits_processor`: picks each row's next token exactly as
+/// `hallmark generate` would from the same logits.
+#[pyclass(module = "hallmark._native")]
+struct Sampler {
+    key: Arc<LibKey>,
+    params: SamplingParams,
+    seed: Option<u64>,
+    rows: Vec<Row>,
+    sequences: u64,
+}
+
+impl Sampler {
+    fn fresh_seed(&mut self) -> u64 {
+        self.sequences += 1;
+        match self.seed {
+            // A fixed seed: reproducible, and distinct per sequence.
+            Some(s) => s ^ self.sequences.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            None => rand_core::RngCore::next_u64(&mut rand_core::OsRng),
+        }
+    }
+
+    fn choose_rows(&mut self, ids: &[Vec<u32>], logits: &[&[f32]]) -> Vec<u32> {
+        let continues = self.rows.len() == ids.len()
+            && self.rows.iter().zip(ids).all(|(r, c)| {
+                c.len() == r.context.len() + 1 && c[..r.context.len()] == r.context[..]
+            });
+        if !continues {
+            let mut rows = Vec::with_capacity(ids.len());
+            for _ in ids {
+                let seed = self.fresh_seed();
+                rows.push(Row {
+                    sampler: self.key.sampler(self.params, seed),
+                    context: Vec::new(),
+                });
+            }
+            self.rows = rows;
+        }
+        self.rows
+            .iter_mut()
+            .zip(ids.iter().zip(logits))
+            .map(|(row, (ctx, l))| {
+                let t = row.sampler.next_token(ctx, l);
+                row.context.clear();
+                row.context.extend_from_slice(ctx);
+                t
+            })
+            .collect()
+    }
+}
+
+fn to_ids<T: Copy + TryInto<u32>>(row: &[T]) -> PyResult<Vec<u32>> {
+    row.iter()
+        .map(|&v| {
+            v.try_into()
+                .map_err(|_| PyValueError::new_err("token ids must be in 0..2^32"))
+        })
+        .collect()
+}
+
+fn check_logits(l: &[f32]) -> PyResult<()> {
+    if l.is_empty() {
+        return Err(PyValueError::new_err("empty logits"));
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl Sampler {
+    /// `temperature` 0 is greedy; `top_k`/`top_p` filter before the watermark acts; `seed`
+    /// makes the sampler's own randomness reproducible (default: fresh per sequence).
+    #[new]
+    #[pyo3(signature = (key, temperature=1.0, top_k=None, top_p=None, seed=None))]
+    fn new(
+        key: &WatermarkKey,
+        temperature: f64,
+        top_k: Option<usize>,
+        top_p: Option<f64>,
+        seed: Option<u64>,
+    ) -> PyResult<Self> {
+        if !(temperature.is_finite() && temperature >= 0.0) {
+            return Err(InputError::new_err(format!(
+                "temperature must be a finite number >= 0, got {temperature}"
+            )));
+        }
+        if top_k == Some(0) {
+            return Err(InputError::new_err("top_k must be at least 1"));
+        }
+        if let Some(p) = top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(InputError::new_err(format!(
+                    "top_p must be in (0, 1], got {p}"
+                )));
+            }
+        }
+        Ok(Self {
+            key: key.inner.clone(),
+            params: SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+            },
+            seed,
+            rows: Vec::new(),
+            sequences: 0,
+        })
+    }
+
+    /// Forget every sequence: the next call starts fresh samplers.
+    fn reset(&mut self) {
+        self.rows.clear();
+    }
+
+    /// The next token of each row: `input_ids` (batch, seq) int64, `scores` (batch, vocab)
+    /// float32, C-contiguous. The GIL is released while sampling.
+    fn choose_batch(
+        &mut self,
+        py: Python<'_>,
+        input_ids: PyReadonlyArray2<'_, i64>,
+        scores: PyReadonlyArray2<'_, f32>,
+    ) -> PyResult<Vec<u32>> {
+        let ids = input_ids.as_array();
+        let sc = scores.as_array();
+        if ids.nrows() != sc.nrows() {
+            return Err(PyValueError::new_err(format!(
+                "input_ids has {} rows but scores has {}",
+                ids.nrows(),
+                sc.nrows()
+            )));
+        }
+        let ctx: Vec<Vec<u32>> = ids
+            .rows()
+            .into_iter()
+            .map(|r| to_ids(r.as_slice().unwrap_or(&r.to_vec())))
+            .collect::<PyResult<_>>()?;
+        let flat = scores
+            .as_slice()
+            .map_err(|_| PyValueError::new_err("scores must be C-contiguous float32"))?;
+        let vocab = sc.ncols();
+        check_logits(&flat[..vocab.min(flat.len())])?;
+        let rows: Vec<&[f32]> = flat.chunks_exact(vocab).collect();
+        Ok(py.detach(|| self.choose_rows(&ctx, &rows)))
+    }
+
+    /// The next token of one sequence: `input_ids` 1-D (int32 or int64), `scores` 1-D float32.
+    fn choose(
+        &mut self,
+        py: Python<'_>,
+        input_ids: &Bound<'_, PyAny>,
+        scores: PyReadonlyArray1<'_, f32>,
+    ) -> PyResult<u32> {
+        let ctx = if let Ok(a) = input_ids.extract::<PyReadonlyArray1<'_, i32>>() {
+            to_ids(&a.as_array().to_vec())?
+        } else {
+            let a = input_ids.extract::<PyReadonlyArray1<'_, i64>>()?;
+            to_ids(&a.as_array().to_vec())?
+        };
+        let logits = scores
+            .as_slice()
+            .map_err(|_| PyValueError::new_err("scores must be contiguous float32"))?;
+        check_logits(logits)?;
+        let out = py.detach(|| self.choose_rows(&[ctx], &[logits]));
+        Ok(out[0])
+    }
+}
+
+/// The extension module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("Error", py.get_type::<Error>())?;
+    m.add("RegistryError", py.get_type::<RegistryError>())?;
+    m.add("InputError", py.get_type::<InputError>())?;
+    m.add("SignatureError", py.get_type::<SignatureError>())?;
+    m.add_class::<Registry>()?;
+    m.add_class::<WatermarkKey>()?;
+    m.add_class::<Sampler>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

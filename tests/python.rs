@@ -1,0 +1,95 @@
+//! The Python package (python/) driven from its own test files (tests/python/*.py) with pytest,
+//! in the virtualenv that test-models/fetch.sh builds (test-models/cache/py): the package
+//! installed from this checkout, pyspark, pyarrow, llama-cpp-python, HF transformers and torch.
+//!
+//! A missing environment or a package built from other sources fails the test with the command
+//! that fixes it: the Python tests are part of the suite, never skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test virtualenv's interpreter, after checking that the installed package was built from
+/// exactly this checkout's sources.
+fn python() -> PathBuf {
+    let py = root().join("test-models/cache/py/bin/python");
+    assert!(
+        py.is_file(),
+        "{} not found: run test-models/fetch.sh (it builds the Python test environment)",
+        py.display()
+    );
+    let out = Command::new(root().join("python/source-digest.sh"))
+        .output()
+        .expect("run python/source-digest.sh");
+    assert!(out.status.success(), "python/source-digest.sh failed");
+    let now = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stamp = root().join("test-models/cache/py/hallmark-source-digest");
+    let installed = std::fs::read_to_string(&stamp).unwrap_or_default();
+    assert_eq!(
+        installed.trim(),
+        now,
+        "the hallmark Python package in test-models/cache/py was built from other sources: \
+         run test-models/fetch.sh to rebuild it"
+    );
+    py
+}
+
+/// Run one pytest file; its output is shown when it fails.
+fn pytest(file: &str, filter: Option<&str>) {
+    let py = python();
+    let mut cmd = Command::new(&py);
+    cmd.current_dir(root())
+        .args(["-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider"])
+        .arg(Path::new("tests/python").join(file))
+        .env("HALLMARK_BIN", env!("CARGO_BIN_EXE_hallmark"))
+        .env("HALLMARK_ROOT", root())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("HALLMARK_REGISTRY");
+    if let Some(f) = filter {
+        cmd.args(["-k", f]);
+    }
+    let out = cmd.output().expect("run pytest");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Figures the tests measure (lines starting `FIGURE`) are shown with --nocapture.
+    for line in text.lines().filter(|l| l.contains("FIGURE ")) {
+        println!("{line}");
+    }
+    assert!(out.status.success(), "pytest {file} failed:\n{text}");
+}
+
+#[test]
+fn python_api_detect_and_errors() {
+    pytest("test_api.py", None);
+}
+
+#[test]
+fn python_logits_processor() {
+    pytest("test_processor.py", None);
+}
+
+#[test]
+fn python_spark_local2_equals_cli() {
+    pytest("test_spark.py", None);
+}
+
+#[test]
+fn python_llama_cpp_generation_is_detected() {
+    pytest("test_llama_cpp.py", None);
+}
+
+#[test]
+fn python_transformers_generation_is_detected() {
+    pytest("test_transformers.py", None);
+}
+
+#[test]
+fn parquet_detect_equals_jsonl() {
+    pytest("test_parquet.py", None);
+}
