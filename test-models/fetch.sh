@@ -94,7 +94,7 @@ digest=$("$here/../python/source-digest.sh")
 if [ "$(cat "$pyenv/hallmark-source-digest" 2>/dev/null)" != "$digest" ]; then
   echo "fetch: building and installing the hallmark Python package (pip install ./python)" >&2
   rm -f "$pyenv/hallmark-source-digest"
-  (cd "$here/.." && "$pyenv/bin/pip" install --quiet --no-build-isolation --force-reinstall --no-deps ./python) >&2
+  (cd "$here/.." && PATH="$pyenv/bin:$PATH" "$pyenv/bin/pip" install --quiet --no-build-isolation --force-reinstall --no-deps ./python) >&2
   echo "$digest" > "$pyenv/hallmark-source-digest"
 fi
 

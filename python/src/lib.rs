@@ -8,7 +8,7 @@
 //! boundary (detection catches it, and PyO3 turns any other into a Python exception).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use numpy::{PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::create_exception;
@@ -251,44 +251,53 @@ struct Row {
     context: Vec<u32>,
 }
 
-/// The sampler behind `WatermarkKey.logits_processor`: picks each row's next token exactly as
-/// `hallmark generate` would from the same logits.
-#[pyclass(module = "hallmark._native")]
-struct Sampler {
-    key: Arc<LibKey>,
-    params: SamplingParams,
-    seed: Option<u64>,
+/// The per-generation state of a [`Sampler`].
+#[derive(Default)]
+struct Rows {
     rows: Vec<Row>,
     sequences: u64,
 }
 
+/// The sampler behind `WatermarkKey.logits_processor`: picks each row's next token exactly as
+/// `hallmark generate` would from the same logits.
+#[pyclass(module = "hallmark._native", frozen)]
+struct Sampler {
+    key: Arc<LibKey>,
+    params: SamplingParams,
+    seed: Option<u64>,
+    // A lock, not a borrow flag: a processor shared across Python threads serialises instead
+    // of raising.
+    state: Mutex<Rows>,
+}
+
 impl Sampler {
-    fn fresh_seed(&mut self) -> u64 {
-        self.sequences += 1;
-        match self.seed {
+    fn fresh_seed(seed: Option<u64>, sequences: u64) -> u64 {
+        match seed {
             // A fixed seed: reproducible, and distinct per sequence.
-            Some(s) => s ^ self.sequences.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            Some(s) => s ^ sequences.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             None => rand_core::RngCore::next_u64(&mut rand_core::OsRng),
         }
     }
 
-    fn choose_rows(&mut self, ids: &[Vec<u32>], logits: &[&[f32]]) -> Vec<u32> {
-        let continues = self.rows.len() == ids.len()
-            && self.rows.iter().zip(ids).all(|(r, c)| {
+    fn choose_rows(&self, ids: &[Vec<u32>], logits: &[&[f32]]) -> Vec<u32> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let continues = st.rows.len() == ids.len()
+            && st.rows.iter().zip(ids).all(|(r, c)| {
                 c.len() == r.context.len() + 1 && c[..r.context.len()] == r.context[..]
             });
         if !continues {
             let mut rows = Vec::with_capacity(ids.len());
             for _ in ids {
-                let seed = self.fresh_seed();
+                st.sequences += 1;
+                let seed = Self::fresh_seed(self.seed, st.sequences);
                 rows.push(Row {
                     sampler: self.key.sampler(self.params, seed),
                     context: Vec::new(),
                 });
             }
-            self.rows = rows;
+            st.rows = rows;
         }
-        self.rows
+        st.rows
             .iter_mut()
             .zip(ids.iter().zip(logits))
             .map(|(row, (ctx, l))| {
@@ -353,20 +362,23 @@ impl Sampler {
                 top_p,
             },
             seed,
-            rows: Vec::new(),
-            sequences: 0,
+            state: Mutex::new(Rows::default()),
         })
     }
 
     /// Forget every sequence: the next call starts fresh samplers.
-    fn reset(&mut self) {
-        self.rows.clear();
+    fn reset(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rows
+            .clear();
     }
 
     /// The next token of each row: `input_ids` (batch, seq) int64, `scores` (batch, vocab)
     /// float32, C-contiguous. The GIL is released while sampling.
     fn choose_batch(
-        &mut self,
+        &self,
         py: Python<'_>,
         input_ids: PyReadonlyArray2<'_, i64>,
         scores: PyReadonlyArray2<'_, f32>,
@@ -396,7 +408,7 @@ impl Sampler {
 
     /// The next token of one sequence: `input_ids` 1-D (int32 or int64), `scores` 1-D float32.
     fn choose(
-        &mut self,
+        &self,
         py: Python<'_>,
         input_ids: &Bound<'_, PyAny>,
         scores: PyReadonlyArray1<'_, f32>,

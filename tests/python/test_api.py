@@ -14,11 +14,13 @@ def test_human_corpus_equals_cli(registry, human_texts):
     py = reg.detect_texts(human_texts, alpha=1e-3)
     cli = cli_detect_texts(human_texts, registry["dir"], registry["work"], name="human")
     same_verdicts(py, cli)
-    # The null: no false match on human text (family-wise alpha = 1e-3 per document).
-    assert not any(r["match"] for r in py)
+    # The null: at most about alpha of human documents falsely match (family-wise alpha = 1e-3
+    # per document, both keys together). Tolerance: P(Binomial(2524, 1e-3) >= 13) < 4e-6.
+    false = sum(r["match"] for r in py)
+    assert false <= 12, false
     assert py[0]["input"] == "texts[0]"
     decided = sum(r["decided"] for r in py)
-    print(f"FIGURE human corpus: {len(py)} docs, {decided} decided, 0 matches")
+    print(f"FIGURE human corpus: {len(py)} docs, {decided} decided, {false} false matches at alpha 1e-3")
 
 
 def test_watermarked_equals_cli_and_matches(registry):

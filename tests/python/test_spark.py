@@ -51,8 +51,9 @@ def test_spark_equals_cli(spark, registry, human_texts):
     # The null text is an error, never clean.
     null = got[len(texts)]
     assert null["status"] == "error" and not null["match"] and not null["decided"]
-    matched = [i for i, r in got.items() if r["match"]]
-    assert sorted(matched) == list(range(len(human_texts), len(texts)))
+    # Every watermarked document matched; human ones only at the null's rate (see test_api).
+    assert all(got[i]["match"] for i in range(len(human_texts), len(texts)))
+    assert sum(got[i]["match"] for i in range(len(human_texts))) <= 12
 
 
 def test_spark_bad_input(spark, registry, tmp_path):
