@@ -60,8 +60,17 @@ fn fail(m: impl Into<String>) -> SigningError {
     SigningError::Sigstore(m.into())
 }
 
+/// Protobuf-JSON bytes: standard or URL-safe base64; line breaks are skipped, as Go's decoder
+/// (which wrote many real bundles) skips them.
 fn b64(s: &str) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    let owned;
+    let s = if s.contains(['\n', '\r']) {
+        owned = s.replace(['\n', '\r'], "");
+        owned.as_str()
+    } else {
+        s
+    };
     [STANDARD, URL_SAFE].iter().find_map(|e| e.decode(s).ok())
 }
 
@@ -1217,7 +1226,7 @@ mod tests {
                 assert_ne!(merkle_root(i as u64, 5, *leaf, &bad), Some(root));
             }
             let short = &p[..p.len().saturating_sub(1)];
-            assert!(!merkle_root(i as u64, 5, *leaf, short).is_some_and(|r| r == root));
+            assert!(merkle_root(i as u64, 5, *leaf, short).is_none_or(|r| r != root));
         }
     }
 
