@@ -7,6 +7,7 @@ mod generate;
 mod hostile;
 mod mark;
 mod onnx;
+mod pki;
 mod python;
 mod signing;
 mod textmark;

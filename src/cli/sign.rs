@@ -27,6 +27,13 @@ pub struct Args {
     /// model_signing's `verify key` command).
     #[arg(long = "hash", default_value = "blake3", value_parser = ["blake3", "sha256"])]
     pub hash: String,
+    /// Signing certificate (PEM) for KEY: the bundle carries it (and --cert-chain) instead of
+    /// a key hint, as `model_signing sign certificate` writes.
+    #[arg(long, value_name = "CERT")]
+    pub cert: Option<PathBuf>,
+    /// Certificates that chain CERT to its root (PEM; repeatable), stored after CERT.
+    #[arg(long = "cert-chain", value_name = "CHAIN", requires = "cert")]
+    pub cert_chain: Vec<PathBuf>,
 }
 
 /// Read a private key file (a regular file of at most 64 KiB, never blocking); its text is
@@ -57,6 +64,10 @@ pub fn read_private_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let key = read_private_key(&a.key)?;
+    let certificates = match &a.cert {
+        Some(c) => Some(super::verify::read_signing_chain(c, &a.cert_chain, &key)?),
+        None => None,
+    };
     let sig = a
         .sig
         .clone()
@@ -84,8 +95,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         sig_path: Some(sig.clone()),
     };
     let bar = super::progress::bar(&a.model);
-    let bundle = signing::sign_model(&a.model, &key, &opts, &|n| bar.inc(n))?;
+    let bundle = signing::sign_model(&a.model, &key, &opts, &|n| bar.inc(n));
     bar.finish_and_clear();
+    let mut bundle = bundle?;
+    if let Some(chain) = certificates {
+        bundle.set_certificates(chain);
+    }
     write_atomic(&sig, &bundle.to_json(), WriteMode::Public)
         .with_context(|| format!("writing {}", fsutil::shown(&sig)))?;
     let st = signing::statement::Statement::from_payload(&bundle.payload)?;

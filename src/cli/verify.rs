@@ -8,12 +8,33 @@ use serde_json::json;
 
 /// `hallmark verify`
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("trust").required(true).args(["public", "cert_chain", "sigstore"])))]
 pub struct Args {
     /// Model file or directory.
     pub model: PathBuf,
-    /// Signer's public key (SPKI PEM).
+    /// Signer's public key (SPKI PEM): the bundle must be a bare-key bundle.
     #[arg(long = "pub", value_name = "PUB")]
-    pub public: PathBuf,
+    pub public: Option<PathBuf>,
+    /// Trusted root certificates (PEM; repeat for several files): the bundle's signing
+    /// certificate must chain to one of them and be valid now.
+    #[arg(long = "cert-chain", value_name = "CA.pem")]
+    pub cert_chain: Vec<PathBuf>,
+    /// Verify a Sigstore keyless bundle offline (Fulcio certificate, Rekor entry); needs
+    /// --identity and --issuer.
+    #[arg(long, requires_all = ["identity", "issuer"])]
+    pub sigstore: bool,
+    /// The signer's identity: a subject alternative name (email or URI) of the signing
+    /// certificate.
+    #[arg(long, value_name = "EMAIL|URI")]
+    pub identity: Option<String>,
+    /// With --sigstore: the OIDC issuer Fulcio recorded in the certificate.
+    #[arg(long, value_name = "URL", requires = "sigstore")]
+    pub issuer: Option<String>,
+    /// With --sigstore: the trusted root (Sigstore `trusted_root.json`; default: the
+    /// public-good instance's, shipped with hallmark).
+    #[arg(long, value_name = "FILE", requires = "sigstore")]
+    pub trusted_root: Option<PathBuf>,
+
     /// Bundle path (default: MODEL/model.sig or MODEL.sig).
     #[arg(long)]
     pub sig: Option<PathBuf>,
@@ -45,9 +66,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         "{}: no such file or directory",
         fsutil::shown(&a.model)
     );
-    let pem = read_capped(&a.public, 64 * 1024)?;
-    let key = VerifyingKey::from_pem(&String::from_utf8_lossy(&pem))
-        .with_context(|| fsutil::shown(&a.public))?;
+    anyhow::ensure!(
+        a.identity.is_none() || !a.cert_chain.is_empty() || a.sigstore,
+        "--identity needs --cert-chain or --sigstore"
+    );
+    let trust = Trust::load(&a)?;
     let sig = a
         .sig
         .clone()
@@ -66,7 +89,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let verified = match signing::verify_bundle(&bundle, &key) {
+    let verified = match trust.verify(&bundle) {
         Ok(v) => v,
         Err(e) if e.is_invalid_signature() => {
             if a.json {
@@ -106,7 +129,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if a.json {
             let v = json!({
                 "model": a.model, "signature": sig, "valid": ok, "key_hint": verified.key_hint(),
-                "subject": subject, "partial": true,
+                "subject": subject, "partial": true, "signer": signer_json(verified.signer()),
                 "tensors": checks.iter().map(|c| json!({
                     "file": c.file, "name": c.name, "ok": c.ok, "reason": c.reason,
                 })).collect::<Vec<_>>(),
@@ -141,6 +164,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         v["ignore_paths"] = json!(report.signed_ignores);
         v["ignored_present"] = json!(report.ignored_present);
         v["ignored_weights"] = json!(report.ignored_weights);
+        v["signer"] = signer_json(verified.signer());
         println!("{v}");
     } else {
         print_report(&report, &display);
@@ -165,12 +189,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         if valid {
             println!(
-                "{}: verified {} file(s), {} bytes, {}, key {}",
+                "{}: verified {} file(s), {} bytes, {}, {}",
                 fsutil::shown(&a.model),
                 report.files.len(),
                 report.bytes_hashed,
                 report.hash_type.name(),
-                verified.key_hint()
+                signer_text(verified.signer())
             );
         } else {
             super::warn(format_args!(
@@ -181,6 +205,151 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(if valid { 0 } else { 1 }))
+}
+
+/// For `sign --cert`: the signing certificate and its chain as DER, after checking that the
+/// certificate holds the public half of `key`.
+pub fn read_signing_chain(
+    cert: &Path,
+    chain: &[PathBuf],
+    key: &signing::SigningKey,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let text = read_capped(cert, 4 << 20)?;
+    let mut certs = signing::pki::pem_certificates(&text).with_context(|| fsutil::shown(cert))?;
+    anyhow::ensure!(
+        certs.len() == 1,
+        "{}: holds {} certificates; give the signing certificate alone with --cert and the \
+         others with --cert-chain",
+        fsutil::shown(cert),
+        certs.len()
+    );
+    let leaf = signing::pki::LeafInfo::parse(&certs[0]).with_context(|| fsutil::shown(cert))?;
+    anyhow::ensure!(
+        leaf.key.to_spki_der() == key.verifying_key().to_der(),
+        "{}: the certificate is not for this private key",
+        fsutil::shown(cert)
+    );
+    for p in chain {
+        let text = read_capped(p, 4 << 20)?;
+        certs.extend(signing::pki::pem_certificates(&text).with_context(|| fsutil::shown(p))?);
+    }
+    anyhow::ensure!(
+        certs.len() <= signing::pki::MAX_CERTIFICATES,
+        "more than {} certificates",
+        signing::pki::MAX_CERTIFICATES
+    );
+    Ok(certs)
+}
+
+/// What the user trusts, read before the bundle.
+enum Trust {
+    Key(VerifyingKey),
+    Certificates(signing::CertificatePolicy),
+    Sigstore(Box<signing::sigstore::SigstorePolicy>),
+}
+
+impl Trust {
+    fn load(a: &Args) -> anyhow::Result<Self> {
+        if let Some(p) = &a.public {
+            let pem = read_capped(p, 64 * 1024)?;
+            let key = VerifyingKey::from_pem(&String::from_utf8_lossy(&pem))
+                .with_context(|| fsutil::shown(p))?;
+            return Ok(Trust::Key(key));
+        }
+        if a.sigstore {
+            let root = match &a.trusted_root {
+                Some(p) => {
+                    let text = read_capped(p, signing::sigstore::MAX_TRUSTED_ROOT_LEN)?;
+                    signing::sigstore::TrustedRoot::from_json(&text)
+                        .with_context(|| fsutil::shown(p))?
+                }
+                None => signing::sigstore::TrustedRoot::public_good()?,
+            };
+            return Ok(Trust::Sigstore(Box::new(
+                signing::sigstore::SigstorePolicy {
+                    root,
+                    identity: a.identity.clone().unwrap_or_default(),
+                    issuer: a.issuer.clone().unwrap_or_default(),
+                },
+            )));
+        }
+        let mut roots = Vec::new();
+        for p in &a.cert_chain {
+            let text = read_capped(p, 4 << 20)?;
+            roots.extend(signing::pki::pem_certificates(&text).with_context(|| fsutil::shown(p))?);
+        }
+        Ok(Trust::Certificates(signing::CertificatePolicy {
+            roots,
+            identity: a.identity.clone(),
+            at: signing::pki::now_secs(),
+        }))
+    }
+
+    fn verify(&self, bundle: &[u8]) -> Result<signing::VerifiedStatement, signing::SigningError> {
+        match self {
+            Trust::Key(k) => signing::verify_bundle(bundle, k),
+            Trust::Certificates(p) => signing::verify_bundle_with_certificate(bundle, p),
+            Trust::Sigstore(p) => signing::sigstore::verify_oms_bundle(bundle, p),
+        }
+    }
+}
+
+/// The signer in words, for the summary line.
+fn signer_text(s: &signing::Signer) -> String {
+    match s {
+        signing::Signer::Key { hint } => format!("key {hint}"),
+        signing::Signer::Certificate {
+            subject,
+            fingerprint,
+            sans,
+            ..
+        } => {
+            let names = if sans.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", sans.join(", "))
+            };
+            format!(
+                "certificate `{}`{} (sha256 {fingerprint})",
+                fsutil::shown_str(subject),
+                fsutil::shown_str(&names)
+            )
+        }
+        signing::Signer::Sigstore {
+            identity,
+            issuer,
+            log_index,
+            integrated_time,
+            ..
+        } => format!(
+            "sigstore identity {} (issuer {}), rekor log index {log_index}, logged {}",
+            fsutil::shown_str(identity),
+            fsutil::shown_str(issuer),
+            signing::pki::rfc3339(*integrated_time)
+        ),
+    }
+}
+
+fn signer_json(s: &signing::Signer) -> serde_json::Value {
+    match s {
+        signing::Signer::Key { hint } => json!({"kind": "key", "key_hint": hint}),
+        signing::Signer::Certificate {
+            subject,
+            issuer,
+            fingerprint,
+            sans,
+        } => json!({"kind": "certificate", "subject": subject, "issuer": issuer,
+            "fingerprint": fingerprint, "sans": sans}),
+        signing::Signer::Sigstore {
+            identity,
+            issuer,
+            fingerprint,
+            log_index,
+            integrated_time,
+        } => json!({"kind": "sigstore", "identity": identity, "issuer": issuer,
+            "fingerprint": fingerprint, "log_index": log_index,
+            "integrated_time": integrated_time}),
+    }
 }
 
 fn print_report(report: &ModelReport, display: &dyn Fn(&str) -> String) {

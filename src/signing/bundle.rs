@@ -22,8 +22,10 @@ pub const MAX_SIGNATURES: usize = 16;
 /// Prefix of a serde error that is a limit, not malformed JSON.
 const LIMIT_TAG: &str = "\0limit\0";
 
-/// The fields of a Sigstore bundle that hallmark reads; serde skips all others (`tlogEntries`,
-/// `timestampVerificationData`, ...) without building them.
+/// The fields of a Sigstore bundle that hallmark reads; serde skips all others without building
+/// them. Transparency-log entries and timestamps are only counted here, so that a verifier that
+/// cannot check them refuses the bundle instead of ignoring them (see `super::sigstore` for the
+/// verifier that reads them).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawBundle {
@@ -36,6 +38,27 @@ struct RawBundle {
 #[serde(rename_all = "camelCase")]
 struct RawMaterial {
     public_key: Option<RawPublicKey>,
+    certificate: Option<RawCertificate>,
+    x509_certificate_chain: Option<RawChain>,
+    tlog_entries: Option<Vec<de::IgnoredAny>>,
+    timestamp_verification_data: Option<RawTimestamps>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawCertificate {
+    raw_bytes: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawChain {
+    certificates: Option<Vec<RawCertificate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTimestamps {
+    rfc3161_timestamps: Option<Vec<de::IgnoredAny>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -116,6 +139,13 @@ pub struct Bundle {
     pub payload: Vec<u8>,
     /// Decoded signatures (at least one).
     pub signatures: Vec<Vec<u8>>,
+    /// DER certificates from `certificate` or `x509CertificateChain` (signing certificate
+    /// first); empty for a bare-key bundle.
+    pub certificates: Vec<Vec<u8>>,
+    /// How many transparency-log entries `tlogEntries` holds.
+    pub tlog_entries: usize,
+    /// How many RFC 3161 signed timestamps `timestampVerificationData` holds.
+    pub timestamps: usize,
 }
 
 fn b64(s: &str) -> Option<Vec<u8>> {
@@ -135,7 +165,18 @@ impl Bundle {
             payload_type: PAYLOAD_TYPE.to_string(),
             payload,
             signatures: vec![sig],
+            certificates: Vec::new(),
+            tlog_entries: 0,
+            timestamps: 0,
         }
+    }
+
+    /// Replace the key hint with a certificate chain (signing certificate first, DER), the
+    /// verification material model_signing's `sign certificate` writes.
+    pub fn set_certificates(&mut self, chain: Vec<Vec<u8>>) {
+        self.key_hint = None;
+        self.raw_key = None;
+        self.certificates = chain;
     }
 
     /// Parse a bundle strictly enough that every later step reads well-typed data.
@@ -180,6 +221,41 @@ impl Bundle {
             None => None,
             Some(s) => Some(b64(&s).ok_or_else(|| bad("`rawBytes` is not base64"))?),
         };
+        // v0.3 names one `certificate`; model_signing writes an `x509CertificateChain`.
+        let mut raw_certs: Vec<RawCertificate> = vm.certificate.into_iter().collect();
+        if let Some(chain) = vm.x509_certificate_chain {
+            let c = chain.certificates.unwrap_or_default();
+            if c.is_empty() {
+                return Err(bad("`x509CertificateChain` holds no certificate"));
+            }
+            raw_certs.extend(c);
+        }
+        if raw_certs.len() > super::pki::MAX_CERTIFICATES {
+            return Err(SigningError::Limit(format!(
+                "signature bundle has more than {} certificates",
+                super::pki::MAX_CERTIFICATES
+            )));
+        }
+        let mut certificates = Vec::with_capacity(raw_certs.len());
+        for c in raw_certs {
+            certificates.push(
+                c.raw_bytes
+                    .as_deref()
+                    .and_then(b64)
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| bad("certificate `rawBytes` missing, empty or not base64"))?,
+            );
+        }
+        if !certificates.is_empty() && (key_hint.is_some() || raw_key.is_some()) {
+            return Err(bad(
+                "both a public key and a certificate as verification material",
+            ));
+        }
+        let tlog_entries = vm.tlog_entries.map_or(0, |v| v.len());
+        let timestamps = vm
+            .timestamp_verification_data
+            .and_then(|t| t.rfc3161_timestamps)
+            .map_or(0, |v| v.len());
         let env = raw
             .dsse_envelope
             .ok_or_else(|| bad("no dsseEnvelope (only DSSE bundles are supported)"))?;
@@ -209,6 +285,9 @@ impl Bundle {
             payload_type,
             payload,
             signatures,
+            certificates,
+            tlog_entries,
+            timestamps,
         })
     }
 
@@ -222,9 +301,19 @@ impl Bundle {
         if let Some(r) = &self.raw_key {
             pk.insert("rawBytes".into(), json!(e.encode(r)));
         }
+        let material = if self.certificates.is_empty() {
+            json!({"publicKey": pk, "tlogEntries": []})
+        } else {
+            let certs: Vec<_> = self
+                .certificates
+                .iter()
+                .map(|c| json!({"rawBytes": e.encode(c)}))
+                .collect();
+            json!({"x509CertificateChain": {"certificates": certs}, "tlogEntries": []})
+        };
         let v = json!({
             "mediaType": BUNDLE_MEDIA_TYPE,
-            "verificationMaterial": {"publicKey": pk, "tlogEntries": []},
+            "verificationMaterial": material,
             "dsseEnvelope": {
                 "payload": e.encode(&self.payload),
                 "payloadType": self.payload_type,

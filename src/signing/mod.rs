@@ -49,7 +49,9 @@ pub mod bundle;
 pub mod hash;
 pub mod keys;
 pub mod model;
+pub mod pki;
 pub mod sign;
+pub mod sigstore;
 pub mod statement;
 pub mod verify;
 
@@ -61,8 +63,8 @@ pub use keys::{KeyAlg, SigningKey, VerifyingKey};
 pub use sign::{sign_model, SignOptions};
 pub use statement::{TensorManifest, TENSORS_ANNOTATION, TENSOR_DIGEST};
 pub use verify::{
-    check_model, verify_bundle, verify_tensors, FileReport, FileStatus, ModelReport, TensorCheck,
-    VerifiedStatement,
+    check_model, verify_bundle, verify_bundle_with_certificate, verify_tensors, CertificatePolicy,
+    FileReport, FileStatus, ModelReport, Signer, TensorCheck, VerifiedStatement,
 };
 
 use crate::error::FormatError;
@@ -128,6 +130,20 @@ pub enum SigningError {
     /// A feature of the bundle that hallmark does not implement.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A certificate file that cannot be read (not PEM, not a certificate).
+    #[error("certificate: {0}")]
+    BadCertificate(String),
+    /// A signing certificate that does not validate: no path to a trusted root, expired, not
+    /// allowed to sign, or not the key that made the signature.
+    #[error("certificate not trusted: {0}")]
+    Certificate(String),
+    /// A signing identity that is not the one asked for.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// Sigstore evidence (transparency-log entry, inclusion proof, checkpoint, signed
+    /// timestamps) that does not verify against the trusted root.
+    #[error("sigstore: {0}")]
+    Sigstore(String),
     /// A tensor asked for by name that the signature does not list.
     #[error("tensor `{0}` is not in the signature's per-tensor digests")]
     UnknownTensor(String),
@@ -139,7 +155,11 @@ impl SigningError {
     pub fn is_invalid_signature(&self) -> bool {
         matches!(
             self,
-            SigningError::KeyMismatch { .. } | SigningError::BadSignature
+            SigningError::KeyMismatch { .. }
+                | SigningError::BadSignature
+                | SigningError::Certificate(_)
+                | SigningError::Identity(_)
+                | SigningError::Sigstore(_)
         )
     }
 }

@@ -7,8 +7,13 @@
 //! 5. list and hash the model's files and compare, naming every changed, missing, extra or
 //!    renamed file and every changed tensor.
 //!
-//! Steps 1–4 are [`verify_bundle`], which returns a [`VerifiedStatement`] that nothing else can
-//! construct; steps 5 are [`check_model`] (everything) or [`verify_tensors`] (named tensors only).
+//! Steps 1–4 are [`verify_bundle`] (a bare public key), [`verify_bundle_with_certificate`] (a
+//! certificate chained to given roots) or `super::sigstore::verify_oms_bundle` (Sigstore
+//! keyless), each returning a [`VerifiedStatement`] that nothing else can construct; step 5 is
+//! [`check_model`] (everything) or [`verify_tensors`] (named tensors only).
+//!
+//! Verification material a mode cannot check is refused, never ignored: a bundle with a
+//! certificate or transparency-log entries does not verify with a bare key.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -31,6 +36,41 @@ use crate::weights::MappedFile;
 pub struct VerifiedStatement {
     statement: Statement,
     key_hint: String,
+    signer: Signer,
+}
+
+/// Who signed, as far as verification established it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signer {
+    /// The holder of a given public key.
+    Key {
+        /// Its OMS key hint.
+        hint: String,
+    },
+    /// The holder of a certificate that chains to a given root.
+    Certificate {
+        /// Subject distinguished name.
+        subject: String,
+        /// Issuer distinguished name.
+        issuer: String,
+        /// SHA-256 of the DER certificate, hex.
+        fingerprint: String,
+        /// Subject alternative names.
+        sans: Vec<String>,
+    },
+    /// A Sigstore keyless signer: a Fulcio certificate logged in Rekor.
+    Sigstore {
+        /// The certificate's identity (email or URI subject alternative name).
+        identity: String,
+        /// The OIDC issuer recorded by Fulcio.
+        issuer: String,
+        /// SHA-256 of the DER certificate, hex.
+        fingerprint: String,
+        /// Rekor log index of the entry.
+        log_index: u64,
+        /// Time the log integrated the entry (seconds since the Unix epoch).
+        integrated_time: u64,
+    },
 }
 
 impl VerifiedStatement {
@@ -38,16 +78,141 @@ impl VerifiedStatement {
     pub fn statement(&self) -> &Statement {
         &self.statement
     }
-    /// The key hint of the public key that verified it.
+    /// The key hint of the key that verified it (for a certificate: the hint of the
+    /// certificate's public key).
     pub fn key_hint(&self) -> &str {
         &self.key_hint
     }
+    /// Who signed.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+    /// For the Sigstore verifier: wrap a statement whose evidence it checked.
+    pub(crate) fn from_sigstore(statement: Statement, key_hint: String, signer: Signer) -> Self {
+        Self {
+            statement,
+            key_hint,
+            signer,
+        }
+    }
+}
+
+/// Refuse verification material that a mode cannot check, naming the mode that can.
+fn refuse_unchecked(bundle: &Bundle, certificates_ok: bool) -> Result<(), SigningError> {
+    if !certificates_ok && !bundle.certificates.is_empty() {
+        return Err(SigningError::Unsupported(
+            "the bundle carries a signing certificate, which a bare public key cannot check; \
+             verify with --cert-chain (private CA) or --sigstore (Sigstore keyless)"
+                .into(),
+        ));
+    }
+    if bundle.tlog_entries > 0 || bundle.timestamps > 0 {
+        return Err(SigningError::Unsupported(format!(
+            "the bundle carries {} transparency-log entr(ies) and {} signed timestamp(s), which \
+             this mode cannot check; verify with --sigstore",
+            bundle.tlog_entries, bundle.timestamps
+        )));
+    }
+    Ok(())
+}
+
+/// How to trust a certificate bundle (model_signing's `verify certificate`).
+#[derive(Clone, Debug)]
+pub struct CertificatePolicy {
+    /// Trusted root certificates, DER.
+    pub roots: Vec<Vec<u8>>,
+    /// When set, one of the signing certificate's subject alternative names must equal it.
+    pub identity: Option<String>,
+    /// Time at which every certificate in the path must be valid (seconds since the Unix
+    /// epoch); see docs/signing.md for why this is "now" and not the certificate's issue time.
+    pub at: u64,
+}
+
+/// Steps 1–4 for a bundle signed with a certificate: parse; validate the path from the signing
+/// certificate (through the bundle's other certificates) to one of the roots at `policy.at`;
+/// apply model_signing's usage rule and the identity; check a signature over PAE with the
+/// certificate's key; parse the payload.
+pub fn verify_bundle_with_certificate(
+    bytes: &[u8],
+    policy: &CertificatePolicy,
+) -> Result<VerifiedStatement, SigningError> {
+    use super::pki;
+    // 1. Parse.
+    let bundle = Bundle::parse(bytes)?;
+    refuse_unchecked(&bundle, true)?;
+    let Some((leaf_der, chain)) = bundle.certificates.split_first() else {
+        return Err(SigningError::Unsupported(
+            "the bundle carries no certificate (a bare-key bundle: verify with --pub)".into(),
+        ));
+    };
+    let leaf = pki::LeafInfo::parse(leaf_der)?;
+    // 2. Path to a trusted root, usage, identity.
+    pki::validate_path(
+        leaf_der,
+        chain,
+        &policy.roots,
+        policy.at,
+        pki::EkuPolicy::Any,
+    )?;
+    leaf.check_signing_usage()?;
+    if let Some(id) = &policy.identity {
+        if !leaf.has_identity(id) {
+            return Err(SigningError::Identity(format!(
+                "the signing certificate is for [{}], not `{id}`",
+                leaf.sans
+                    .iter()
+                    .map(|s| s.value().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    // 3. Signature over PAE with the certificate's key.
+    let msg = pae(&bundle.payload_type, &bundle.payload);
+    if !bundle.signatures.iter().any(|s| leaf.key.verify(&msg, s)) {
+        return Err(SigningError::Certificate(
+            "the signature was not made with the signing certificate's key".into(),
+        ));
+    }
+    // 4. Payload.
+    if bundle.payload_type != PAYLOAD_TYPE {
+        return Err(SigningError::Unsupported(format!(
+            "payload type `{}`",
+            bundle.payload_type
+        )));
+    }
+    let statement = Statement::from_payload(&bundle.payload)?;
+    let spki = leaf.key.to_spki_der();
+    Ok(VerifiedStatement {
+        statement,
+        key_hint: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(spki_pem(&spki))),
+        signer: Signer::Certificate {
+            subject: leaf.subject.clone(),
+            issuer: leaf.issuer.clone(),
+            fingerprint: leaf.fingerprint.clone(),
+            sans: leaf.sans.iter().map(|s| s.value().to_string()).collect(),
+        },
+    })
+}
+
+/// SPKI PEM text (64-column base64, LF), the text an OMS key hint hashes.
+pub(crate) fn spki_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in b.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END PUBLIC KEY-----\n");
+    out
 }
 
 /// Steps 1–4: parse the bundle, check the key hint and the signature, parse the payload.
 pub fn verify_bundle(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedStatement, SigningError> {
     // 1. Parse.
     let bundle = Bundle::parse(bytes)?;
+    refuse_unchecked(&bundle, false)?;
     // 2. Key hint.
     let hint = key.hint();
     if let Some(h) = &bundle.key_hint {
@@ -77,7 +242,8 @@ pub fn verify_bundle(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedStateme
     let statement = Statement::from_payload(&bundle.payload)?;
     Ok(VerifiedStatement {
         statement,
-        key_hint: hint,
+        key_hint: hint.clone(),
+        signer: Signer::Key { hint },
     })
 }
 

@@ -1,0 +1,424 @@
+//! X.509 certificates in signature bundles: parsing (x509-cert), path validation to given roots
+//! (rustls-webpki with *ring*), the signing policy model_signing applies, and identities.
+//!
+//! Nothing here hand-parses ASN.1 or builds paths: x509-cert decodes, webpki validates.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use p256::pkcs8::DecodePublicKey as _;
+use rustls_pki_types::{CertificateDer, UnixTime};
+use sha2::{Digest as _, Sha256};
+use x509_cert::der::oid::AssociatedOid as _;
+use x509_cert::der::{self, Decode as _, Encode as _};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, SubjectAltName};
+use x509_cert::Certificate;
+
+use super::SigningError;
+
+/// Most certificates read from one PEM file or one bundle.
+pub const MAX_CERTIFICATES: usize = 64;
+
+/// `id-kp-codeSigning` (1.3.6.1.5.5.7.3.3), DER content octets.
+const CODE_SIGNING_DER: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
+const CODE_SIGNING: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
+
+/// Every signature algorithm webpki may meet in a chain: ECDSA P-256/P-384, Ed25519, RSA.
+static ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
+    webpki::ring::ECDSA_P256_SHA256,
+    webpki::ring::ECDSA_P256_SHA384,
+    webpki::ring::ECDSA_P384_SHA256,
+    webpki::ring::ECDSA_P384_SHA384,
+    webpki::ring::ED25519,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA384,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA512,
+    webpki::ring::RSA_PKCS1_3072_8192_SHA384,
+    webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+    webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+];
+
+/// Read every `CERTIFICATE` block of a PEM file as DER. Fails on text that holds none, on a
+/// block that is not a well-formed certificate, and past [`MAX_CERTIFICATES`].
+pub fn pem_certificates(text: &[u8]) -> Result<Vec<Vec<u8>>, SigningError> {
+    let bad = |m: String| SigningError::BadCertificate(m);
+    let certs = Certificate::load_pem_chain(text)
+        .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in the file".into()));
+    }
+    if certs.len() > MAX_CERTIFICATES {
+        return Err(SigningError::Limit(format!(
+            "more than {MAX_CERTIFICATES} certificates"
+        )));
+    }
+    certs
+        .iter()
+        .map(|c| {
+            c.to_der()
+                .map_err(|e| bad(format!("cannot re-encode a certificate: {e}")))
+        })
+        .collect()
+}
+
+/// The public key of a signing certificate.
+#[derive(Clone, Debug)]
+pub enum LeafKey {
+    /// ECDSA P-256; signatures over SHA-256.
+    P256(p256::ecdsa::VerifyingKey),
+    /// ECDSA P-384; signatures over SHA-384 (the hash model_signing pairs with the curve).
+    P384(p384::ecdsa::VerifyingKey),
+    /// Ed25519.
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl LeafKey {
+    /// Read a DER SubjectPublicKeyInfo.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, SigningError> {
+        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(der) {
+            return Ok(LeafKey::P256(k));
+        }
+        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(der) {
+            return Ok(LeafKey::P384(k));
+        }
+        if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_der(der) {
+            return Ok(LeafKey::Ed25519(k));
+        }
+        Err(SigningError::Unsupported(
+            "certificate key is not ECDSA P-256/P-384 or Ed25519".into(),
+        ))
+    }
+
+    /// Check a signature over `msg`: DER ECDSA (high S normalised, see keys.rs) or raw Ed25519.
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        use p256::ecdsa::signature::Verifier as _;
+        match self {
+            LeafKey::P256(k) => super::keys::VerifyingKey::P256(*k).verify(msg, sig),
+            LeafKey::P384(k) => match p384::ecdsa::Signature::from_der(sig) {
+                Ok(s) => k.verify(msg, &s.normalize_s().unwrap_or(s)).is_ok(),
+                Err(_) => false,
+            },
+            LeafKey::Ed25519(k) => super::keys::VerifyingKey::Ed25519(*k).verify(msg, sig),
+        }
+    }
+
+    /// Check a DER ECDSA signature over a message given by its digest (Sigstore message
+    /// signatures carry only the digest; CMS names its own hash). Ed25519 has no prehash form.
+    pub fn verify_prehash(&self, digest: &[u8], sig: &[u8]) -> bool {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+        match self {
+            LeafKey::P256(k) => match p256::ecdsa::Signature::from_der(sig) {
+                Ok(s) => k
+                    .verify_prehash(digest, &s.normalize_s().unwrap_or(s))
+                    .is_ok(),
+                Err(_) => false,
+            },
+            LeafKey::P384(k) => match p384::ecdsa::Signature::from_der(sig) {
+                Ok(s) => k
+                    .verify_prehash(digest, &s.normalize_s().unwrap_or(s))
+                    .is_ok(),
+                Err(_) => false,
+            },
+            LeafKey::Ed25519(_) => false,
+        }
+    }
+
+    /// The key as SPKI DER.
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        use p256::pkcs8::EncodePublicKey as _;
+        let r = match self {
+            LeafKey::P256(k) => k.to_public_key_der(),
+            LeafKey::P384(k) => k.to_public_key_der(),
+            LeafKey::Ed25519(k) => k.to_public_key_der(),
+        };
+        r.map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+    }
+}
+
+/// One subject alternative name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum San {
+    /// `rfc822Name` (an email address).
+    Email(String),
+    /// `uniformResourceIdentifier`.
+    Uri(String),
+    /// `dNSName`.
+    Dns(String),
+    /// Another kind of name, shown but never matched.
+    Other(String),
+}
+
+impl San {
+    /// The name's text.
+    pub fn value(&self) -> &str {
+        match self {
+            San::Email(s) | San::Uri(s) | San::Dns(s) | San::Other(s) => s,
+        }
+    }
+}
+
+/// What a signing certificate says, decoded (nothing in it is trusted until
+/// [`validate_path`] accepted it).
+#[derive(Clone, Debug)]
+pub struct LeafInfo {
+    /// DER bytes.
+    pub der: Vec<u8>,
+    /// Subject distinguished name (RFC 4514 text).
+    pub subject: String,
+    /// Issuer distinguished name (RFC 4514 text).
+    pub issuer: String,
+    /// SHA-256 of the DER certificate, lowercase hex.
+    pub fingerprint: String,
+    /// Subject alternative names.
+    pub sans: Vec<San>,
+    /// Seconds since the Unix epoch.
+    pub not_before: u64,
+    /// Seconds since the Unix epoch.
+    pub not_after: u64,
+    /// The key usage extension allows digital signatures (`None`: no key usage extension).
+    pub digital_signature: Option<bool>,
+    /// The extended key usage extension lists code signing (`None`: no EKU extension).
+    pub code_signing: Option<bool>,
+    /// The certificate's public key.
+    pub key: LeafKey,
+    /// The decoded certificate, for callers that read further extensions.
+    pub cert: Certificate,
+}
+
+impl LeafInfo {
+    /// Decode a DER certificate.
+    pub fn parse(der: &[u8]) -> Result<Self, SigningError> {
+        let bad = |m: String| SigningError::Bundle(m);
+        let cert = Certificate::from_der(der)
+            .map_err(|e| bad(format!("malformed signing certificate: {e}")))?;
+        let tbs = &cert.tbs_certificate;
+        let spki = tbs
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| bad(format!("certificate key: {e}")))?;
+        let key = LeafKey::from_spki_der(&spki)?;
+        let mut sans = Vec::new();
+        let mut digital_signature = None;
+        let mut code_signing = None;
+        for ext in tbs.extensions.iter().flatten() {
+            let v = ext.extn_value.as_bytes();
+            if ext.extn_id == SubjectAltName::OID {
+                let san = SubjectAltName::from_der(v)
+                    .map_err(|e| bad(format!("malformed subject alternative name: {e}")))?;
+                for n in san.0 {
+                    sans.push(match n {
+                        GeneralName::Rfc822Name(s) => San::Email(s.to_string()),
+                        GeneralName::UniformResourceIdentifier(s) => San::Uri(s.to_string()),
+                        GeneralName::DnsName(s) => San::Dns(s.to_string()),
+                        other => San::Other(format!("{other:?}")),
+                    });
+                }
+            } else if ext.extn_id == KeyUsage::OID {
+                let ku =
+                    KeyUsage::from_der(v).map_err(|e| bad(format!("malformed key usage: {e}")))?;
+                digital_signature = Some(ku.digital_signature());
+            } else if ext.extn_id == ExtendedKeyUsage::OID {
+                let eku = ExtendedKeyUsage::from_der(v)
+                    .map_err(|e| bad(format!("malformed extended key usage: {e}")))?;
+                code_signing = Some(eku.0.contains(&CODE_SIGNING));
+            }
+        }
+        Ok(Self {
+            der: der.to_vec(),
+            subject: tbs.subject.to_string(),
+            issuer: tbs.issuer.to_string(),
+            fingerprint: hex::encode(Sha256::digest(der)),
+            sans,
+            not_before: tbs.validity.not_before.to_unix_duration().as_secs(),
+            not_after: tbs.validity.not_after.to_unix_duration().as_secs(),
+            digital_signature,
+            code_signing,
+            key,
+            cert,
+        })
+    }
+
+    /// model_signing's rule for a signing certificate: key usage `digitalSignature`, or else
+    /// extended key usage `codeSigning` (`_verify_certificates` in
+    /// `model_signing/_signing/sign_certificate.py`).
+    pub fn check_signing_usage(&self) -> Result<(), SigningError> {
+        if self.digital_signature == Some(true) || self.code_signing == Some(true) {
+            return Ok(());
+        }
+        Err(SigningError::Certificate(format!(
+            "the signing certificate ({}) allows neither digital signatures (key usage) nor \
+             code signing (extended key usage)",
+            self.subject
+        )))
+    }
+
+    /// True when `identity` equals one of the subject alternative names (email, URI or DNS).
+    pub fn has_identity(&self, identity: &str) -> bool {
+        self.sans
+            .iter()
+            .any(|s| !matches!(s, San::Other(_)) && s.value() == identity)
+    }
+}
+
+/// Which extended key usage path validation demands of the signing certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EkuPolicy {
+    /// No demand in the path check (the caller applies [`LeafInfo::check_signing_usage`]), as
+    /// OpenSSL's store check without a purpose does for model_signing.
+    Any,
+    /// The signing certificate must list code signing (Sigstore's Fulcio certificates do).
+    CodeSigning,
+    /// The certificate must list time stamping (an RFC 3161 timestamp authority).
+    TimeStamping,
+}
+
+/// `id-kp-timeStamping` (1.3.6.1.5.5.7.3.8), DER content octets.
+const TIME_STAMPING_DER: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
+
+struct AnyEku;
+impl webpki::ExtendedKeyUsageValidator for AnyEku {
+    fn validate(&self, iter: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        // Still read every OID, so a malformed extension is an error.
+        for k in iter {
+            k?;
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Validate the path from `leaf` through any of `intermediates` to one of `roots` (DER, each
+/// a self-contained trust anchor), with every certificate valid at `at` (seconds since the
+/// Unix epoch): signatures, validity periods, basic constraints, name constraints and key
+/// purposes, as rustls-webpki checks them. A failure is [`SigningError::Certificate`].
+///
+/// Returns the DER SubjectPublicKeyInfo of the certificate that issued `leaf` (what a signed
+/// certificate timestamp binds to).
+pub fn validate_path(
+    leaf: &[u8],
+    intermediates: &[Vec<u8>],
+    roots: &[Vec<u8>],
+    at: u64,
+    eku: EkuPolicy,
+) -> Result<Vec<u8>, SigningError> {
+    let bad = |m: String| SigningError::Certificate(m);
+    let root_ders: Vec<CertificateDer<'_>> =
+        roots.iter().map(|r| CertificateDer::from(&r[..])).collect();
+    let mut anchors = Vec::with_capacity(roots.len());
+    for r in &root_ders {
+        anchors.push(
+            webpki::anchor_from_trusted_cert(r)
+                .map_err(|e| bad(format!("unusable root certificate: {e:?}")))?,
+        );
+    }
+    let inter: Vec<CertificateDer<'_>> = intermediates
+        .iter()
+        .map(|c| CertificateDer::from(&c[..]))
+        .collect();
+    let leaf_der = CertificateDer::from(leaf);
+    let ee = webpki::EndEntityCert::try_from(&leaf_der)
+        .map_err(|e| bad(format!("unusable signing certificate: {e:?}")))?;
+    let time = UnixTime::since_unix_epoch(Duration::from_secs(at));
+    let r = match eku {
+        EkuPolicy::Any => ee.verify_for_usage(ALGS, &anchors, &inter, time, AnyEku, None, None),
+        EkuPolicy::CodeSigning => ee.verify_for_usage(
+            ALGS,
+            &anchors,
+            &inter,
+            time,
+            webpki::KeyUsage::required(CODE_SIGNING_DER),
+            None,
+            None,
+        ),
+        EkuPolicy::TimeStamping => ee.verify_for_usage(
+            ALGS,
+            &anchors,
+            &inter,
+            time,
+            webpki::KeyUsage::required(TIME_STAMPING_DER),
+            None,
+            None,
+        ),
+    };
+    r.map(|p| p.issuer_spki().as_ref().to_vec())
+        .map_err(|e| bad(describe(&e, at)))
+}
+
+/// A webpki error in words.
+fn describe(e: &webpki::Error, at: u64) -> String {
+    use webpki::Error as E;
+    match e {
+        E::CertExpired { .. } => {
+            format!("a certificate in the chain had expired at {}", rfc3339(at))
+        }
+        E::CertNotValidYet { .. } => {
+            format!(
+                "a certificate in the chain was not yet valid at {}",
+                rfc3339(at)
+            )
+        }
+        E::UnknownIssuer => "the certificate does not chain to a trusted root".into(),
+        E::RequiredEkuNotFoundContext(_) => {
+            "the signing certificate lacks the code-signing extended key usage".into()
+        }
+        E::CaUsedAsEndEntity => "the signing certificate is a CA certificate".into(),
+        E::InvalidSignatureForPublicKey => {
+            "a certificate's signature does not verify with its issuer's key".into()
+        }
+        other => format!("certificate path rejected: {other:?}"),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch.
+pub fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn garbage_pem_is_an_error() {
+        for t in [
+            &b""[..],
+            b"hello",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            assert!(pem_certificates(t).is_err());
+        }
+    }
+}
