@@ -7,6 +7,7 @@ mod generate;
 mod hostile;
 mod mark;
 mod onnx;
+mod shards;
 mod signing;
 mod textmark;
 mod trained;

@@ -49,6 +49,7 @@ pub mod bundle;
 pub mod hash;
 pub mod keys;
 pub mod model;
+pub mod reuse;
 pub mod sign;
 pub mod statement;
 pub mod verify;
@@ -58,8 +59,8 @@ use std::path::PathBuf;
 pub use bundle::Bundle;
 pub use hash::HashType;
 pub use keys::{KeyAlg, SigningKey, VerifyingKey};
-pub use sign::{sign_model, SignOptions};
-pub use statement::{TensorManifest, TENSORS_ANNOTATION, TENSOR_DIGEST};
+pub use sign::{sign_model, sign_model_full, SignOptions, Signed};
+pub use statement::{Method, TensorManifest, TENSORS_ANNOTATION, TENSOR_DIGEST};
 pub use verify::{
     check_model, verify_bundle, verify_tensors, FileReport, FileStatus, ModelReport, TensorCheck,
     VerifiedStatement,
@@ -128,6 +129,9 @@ pub enum SigningError {
     /// A feature of the bundle that hallmark does not implement.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// An old signature or reuse state that `sign --reuse` cannot use.
+    #[error("cannot reuse: {0}")]
+    Reuse(String),
     /// A tensor asked for by name that the signature does not list.
     #[error("tensor `{0}` is not in the signature's per-tensor digests")]
     UnknownTensor(String),
