@@ -636,3 +636,54 @@ fn reuse_refuses_forged_swapped_state_and_unverifiable_bundles() {
     assert!(!f.path("out.sig").exists());
     unchanged("tampered bundle");
 }
+
+#[test]
+fn tiny_shard_sizes_are_bounded_on_both_sides() {
+    let f = Fixture::new();
+    let (k, p) = f.keys("k", "p256");
+    let m = f.path("m");
+    std::fs::create_dir(&m).unwrap();
+    // sign: more shards than a bundle may list is refused before hashing, nothing written.
+    let big = std::fs::File::create(m.join("big.bin")).unwrap();
+    big.set_len(3 << 20).unwrap();
+    drop(big);
+    let o = sign(&m, &k, &[&"--shard-size", &"1"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("over the limit"), "{}", stderr(&o));
+    assert!(!m.join("model.sig").exists());
+    // verify: a 100-byte file signed in 1-byte shards, then replaced by a 64 MiB one, is hashed
+    // into the 100 signed shards only, and reported by size and changed shards.
+    std::fs::write(m.join("big.bin"), [7u8; 100]).unwrap();
+    assert_code(&sign(&m, &k, &[&"--shard-size", &"1"]), 0);
+    assert_eq!(
+        statement_of(&m.join("model.sig"))["predicate"]["resources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
+    let mut bytes = vec![7u8; 64 << 20];
+    bytes[10] = 0;
+    std::fs::write(m.join("big.bin"), &bytes).unwrap();
+    let o = verify(&m, &p, &[&"--json"]);
+    assert_code(&o, 1);
+    let v = json(&o);
+    assert_eq!(v["files"][0]["signed_size"], 100);
+    assert_eq!(v["files"][0]["size"], 64 << 20);
+    assert_eq!(
+        v["files"][0]["changed_shards"],
+        serde_json::json!([[10, 11]])
+    );
+    // A rename to a file of another size is an extra plus a missing file (not hashed).
+    std::fs::rename(m.join("big.bin"), m.join("moved.bin")).unwrap();
+    let out = stdout(&verify(&m, &p, &[]));
+    assert!(out.contains("moved.bin: FAILED (extra file"), "{out}");
+    assert!(out.contains("big.bin: FAILED (missing)"), "{out}");
+    // The same bytes under a new name: a rename.
+    std::fs::write(m.join("moved.bin"), [7u8; 100]).unwrap();
+    let out = stdout(&verify(&m, &p, &[]));
+    assert!(
+        out.contains("moved.bin: FAILED (renamed from big.bin)"),
+        "{out}"
+    );
+}

@@ -183,27 +183,27 @@ pub fn shard_ranges(len: u64, shard_size: u64) -> Vec<Range<u64>> {
     out
 }
 
-/// The digests of one file cut into shards.
+/// The digests of some shards of one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardHashes {
-    /// One digest per shard of [`shard_ranges`]`(bytes.len(), shard_size)`, in file order.
+    /// One digest per requested range, in the order given.
     pub shards: Vec<Vec<u8>>,
     /// As [`FileHashes::tensors`].
     pub tensors: Vec<Option<[u8; 32]>>,
 }
 
-/// Digest every shard of `bytes` (each shard on its own rayon task, so one large file keeps
-/// every core busy even with a sequential hash such as SHA-256) and compute the tensor digest
-/// of every span, in parallel with the shards.
+/// Digest each of `ranges` of `bytes` (normally [`shard_ranges`]; each range on its own rayon
+/// task, so one large file keeps every core busy even with a sequential hash such as SHA-256)
+/// and compute the tensor digest of every span, in parallel with the shards. Ranges must lie
+/// within `bytes`.
 pub fn hash_shards(
     bytes: &[u8],
     hash_type: HashType,
-    shard_size: u64,
+    ranges: &[Range<u64>],
     spans: &[Range<u64>],
     progress: Progress<'_>,
 ) -> ShardHashes {
     let len = bytes.len() as u64;
-    let ranges = shard_ranges(len, shard_size);
     let (shards, tensors) = rayon::join(
         || {
             ranges
@@ -560,8 +560,8 @@ mod tests {
     fn shard_digests_are_plain_digests_of_each_shard() {
         let b = data(70_001, 5);
         for ht in [HashType::Sha256, HashType::Blake2b, HashType::Blake3] {
-            let h = hash_shards(&b, ht, 4096, std::slice::from_ref(&(100..9000)), &|_| {});
             let ranges = shard_ranges(b.len() as u64, 4096);
+            let h = hash_shards(&b, ht, &ranges, std::slice::from_ref(&(100..9000)), &|_| {});
             assert_eq!(h.shards.len(), ranges.len());
             for (r, d) in ranges.iter().zip(&h.shards) {
                 let piece = &b[r.start as usize..r.end as usize];

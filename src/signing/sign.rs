@@ -12,7 +12,7 @@ use super::model::{list_files, normalize_ignore};
 use super::reuse::{FileStat, Reuse};
 use super::statement::{
     FileTensors, HeaderDigest, Method, Resource, Serialization, Statement, TensorDigest,
-    TensorManifest, DEFAULT_IGNORES, TENSOR_DIGEST,
+    TensorManifest, DEFAULT_IGNORES, MAX_RESOURCES, TENSOR_DIGEST,
 };
 use super::{map_files_bounded, Progress, SigningError};
 use crate::fsutil::Follow;
@@ -302,7 +302,22 @@ pub fn sign_model_full(
             model.display()
         )));
     }
-    if let Method::Shards { .. } = method {
+    if let Method::Shards { shard_size } = method {
+        // A bundle verify would refuse is never made, and a tiny shard size is refused before
+        // any byte is hashed.
+        let mut shards = 0u64;
+        for f in &listing.files {
+            let len = std::fs::metadata(&f.path)
+                .map_err(super::io_err(&f.path))?
+                .len();
+            shards = shards.saturating_add(len.div_ceil(shard_size));
+        }
+        if shards > MAX_RESOURCES as u64 {
+            return Err(SigningError::Limit(format!(
+                "{shards} shards, over the limit of {MAX_RESOURCES} resources; use a larger \
+                 --shard-size"
+            )));
+        }
         // model_signing splits a shard's name at every `:`.
         if let Some(f) = listing.files.iter().find(|f| f.name.contains(':')) {
             return Err(SigningError::Unsupported(format!(
@@ -405,8 +420,8 @@ pub fn sign_model_full(
                 (vec![(None, h.file)], h.tensors)
             }
             Method::Shards { shard_size } => {
-                let h = hash_shards(map.bytes(), opts.hash_type, shard_size, &spans, progress);
                 let ranges = shard_ranges(map.len(), shard_size);
+                let h = hash_shards(map.bytes(), opts.hash_type, &ranges, &spans, progress);
                 let parts = ranges
                     .into_iter()
                     .zip(h.shards)

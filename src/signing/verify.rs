@@ -303,8 +303,20 @@ pub fn check_model(
                 (vec![(None, h.file)], h.tensors)
             }
             Method::Shards { shard_size } => {
-                let h = hash_shards(map.bytes(), hash_type, shard_size, &spans, progress);
-                let parts = shard_ranges(map.len(), shard_size)
+                // Never more shards than the signature lists for this file: when the size
+                // changed, only the signed shards still inside the file are hashed (so a tiny
+                // signed shard size cannot turn a large file into billions of digests).
+                let len = map.len();
+                let signed_parts = signed.get(f.name.as_str());
+                let ranges: Vec<std::ops::Range<u64>> = match signed_parts {
+                    Some(p) if signed_size(p) != len => p
+                        .iter()
+                        .filter_map(|(r, _)| r.filter(|r| r[1] <= len).map(|r| r[0]..r[1]))
+                        .collect(),
+                    _ => shard_ranges(len, shard_size),
+                };
+                let h = hash_shards(map.bytes(), hash_type, &ranges, &spans, progress);
+                let parts = ranges
                     .into_iter()
                     .zip(h.shards)
                     .map(|(r, d)| (Some([r.start, r.end]), d))
@@ -345,14 +357,42 @@ pub fn check_model(
     let any_missing = signed.keys().any(|n| !present.contains(*n));
     // An unsigned file is a failure whatever it holds, so it is hashed only when a signed file
     // is missing (to tell a rename from an addition); otherwise a huge extra file costs nothing.
-    let extras: Vec<(String, Option<Parts>)> = if any_missing {
-        map_files_bounded(&unsigned, |f| hash_one(f))?
-            .into_iter()
-            .map(|(name, parts, _, _)| (name, Some(parts)))
-            .collect()
-    } else {
-        unsigned.iter().map(|f| (f.name.clone(), None)).collect()
+    // With shards, only an unsigned file of a missing file's size can be that file renamed, and
+    // only such a file is hashed (into no more shards than the missing file has).
+    let candidate: Vec<bool> = match method {
+        _ if !any_missing => vec![false; unsigned.len()],
+        Method::Files => vec![true; unsigned.len()],
+        Method::Shards { .. } => {
+            let sizes: std::collections::HashSet<u64> = signed
+                .iter()
+                .filter(|(n, _)| !present.contains(**n))
+                .map(|(_, p)| signed_size(p))
+                .collect();
+            let mut v = Vec::with_capacity(unsigned.len());
+            for f in &unsigned {
+                let len = std::fs::metadata(&f.path).map_err(io_err(&f.path))?.len();
+                v.push(sizes.contains(&len));
+            }
+            v
+        }
     };
+    let to_hash: Vec<&ModelFile> = unsigned
+        .iter()
+        .zip(&candidate)
+        .filter(|(_, c)| **c)
+        .map(|(f, _)| *f)
+        .collect();
+    let mut extras: Vec<(String, Option<Parts>)> = map_files_bounded(&to_hash, |f| hash_one(f))?
+        .into_iter()
+        .map(|(name, parts, _, _)| (name, Some(parts)))
+        .collect();
+    extras.extend(
+        unsigned
+            .iter()
+            .zip(&candidate)
+            .filter(|(_, c)| !**c)
+            .map(|(f, _)| (f.name.clone(), None)),
+    );
 
     let mut reports = Vec::new();
     let mut bytes_hashed = 0;
@@ -360,7 +400,13 @@ pub fn check_model(
         bytes_hashed += len;
         match signed.get(name.as_str()) {
             None => {}
-            Some(want) if *want == parts => reports.push(simple(name, FileStatus::Ok)),
+            // With shards the size is checked too: when it changed only the signed ranges were
+            // hashed, and they may all still match.
+            Some(want)
+                if *want == parts && (method == Method::Files || signed_size(want) == len) =>
+            {
+                reports.push(simple(name, FileStatus::Ok))
+            }
             Some(want) => {
                 let (header_changed, changed_tensors) = detail.unwrap_or((false, vec![]));
                 let other = st.tensors.is_some()
@@ -379,8 +425,8 @@ pub fn check_model(
                         (now.get(&r) != Some(&d.as_slice())).then_some(r)
                     })
                     .collect();
-                let signed_len = want.iter().filter_map(|(r, _)| r.map(|r| r[1])).max();
-                let size_changed = signed_len.filter(|&l| l != len).map(|l| (l, len));
+                let size_changed = (method != Method::Files && signed_size(want) != len)
+                    .then(|| (signed_size(want), len));
                 reports.push(FileReport {
                     name,
                     status: FileStatus::Changed,
@@ -431,6 +477,15 @@ pub fn check_model(
         ignored_present,
         ignored_weights,
     })
+}
+
+/// The size a file had when signed with shards: the end of its last shard (0 for `files`).
+fn signed_size(parts: &[(Option<[u64; 2]>, Vec<u8>)]) -> u64 {
+    parts
+        .iter()
+        .filter_map(|(r, _)| r.map(|r| r[1]))
+        .max()
+        .unwrap_or(0)
 }
 
 fn simple(name: String, status: FileStatus) -> FileReport {
