@@ -163,10 +163,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|m| m.files.iter().map(|f| f.tensors.len()).sum())
         .unwrap_or(0);
+    let shards = match st.serialization.method {
+        signing::Method::Files => String::new(),
+        signing::Method::Shards { shard_size } => {
+            format!(" in {} shard(s) of {shard_size} bytes", st.resources.len())
+        }
+    };
     println!(
-        "{}: signed {} file(s), {} tensor(s), {} with {} key {}",
+        "{}: signed {} file(s){shards}, {} tensor(s), {} with {} key {}",
         fsutil::shown(&sig),
-        st.resources.len(),
+        st.files().len(),
         tensors,
         st.serialization.hash_type.name(),
         key.alg().name(),
