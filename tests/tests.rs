@@ -9,6 +9,7 @@ mod mark;
 mod onnx;
 mod pki;
 mod python;
+mod shards;
 mod signing;
 mod textmark;
 mod trained;

@@ -232,7 +232,12 @@ fn result_line(t: &KeyTest) -> String {
         return match t.details.get("verifies").and_then(|v| v.as_bool()) {
             Some(true) => "MATCH: signed by this key, and every file verifies".into(),
             Some(false) => format!("signed by this key, but does NOT verify: {problems}"),
-            None => "signed by no registered key".into(),
+            None => t
+                .details
+                .get("note")
+                .and_then(|n| n.as_str())
+                .unwrap_or("signed by no registered key")
+                .to_string(),
         };
     }
     let p = fmt_p(t.p_value, t.log10_p);

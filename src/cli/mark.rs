@@ -50,6 +50,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 allow_symlinks: false,
                 ignore: Vec::new(),
                 sig_path: Some(sig.clone()),
+                ..SignOptions::default()
             };
             let bundle = signing::sign_model(&a.out, k, &opts, &|_| {})
                 .with_context(|| format!("signing {}", a.out.display()))?;

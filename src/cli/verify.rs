@@ -165,6 +165,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         v["ignored_present"] = json!(report.ignored_present);
         v["ignored_weights"] = json!(report.ignored_weights);
         v["signer"] = signer_json(verified.signer());
+        v["method"] = json!(report.method.name());
+        if let signing::Method::Shards { shard_size } = report.method {
+            v["shard_size"] = json!(shard_size);
+            v["unsigned_empty"] = json!(report.unsigned_empty);
+        }
         println!("{v}");
     } else {
         print_report(&report, &display);
@@ -178,6 +183,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         println!("signed ignore list: [{}]", list(&report.signed_ignores));
         for p in &report.ignored_present {
             println!("{}: ignored (not verified)", fsutil::shown_str(p));
+        }
+        for p in &report.unsigned_empty {
+            println!(
+                "{}: empty, not verified (the shards method signs no empty file)",
+                fsutil::shown_str(p)
+            );
         }
         if weights_skipped {
             println!(
@@ -376,6 +387,12 @@ fn print_report(report: &ModelReport, display: &dyn Fn(&str) -> String) {
                 if f.other_bytes_changed {
                     println!("  bytes outside the header and tensors: FAILED");
                 }
+                if let Some((signed, now)) = f.size_changed {
+                    println!("  size: FAILED ({now} bytes, signed {signed})");
+                }
+                for [s, e] in &f.changed_shards {
+                    println!("  shard {s}..{e}: FAILED");
+                }
             }
         }
     }
@@ -408,6 +425,13 @@ fn json_report(model: &Path, sig: &Path, hint: &str, r: &ModelReport) -> serde_j
                 o["header_changed"] = json!(f.header_changed);
                 o["changed_tensors"] = json!(f.changed_tensors);
                 o["other_bytes_changed"] = json!(f.other_bytes_changed);
+                if r.method != signing::Method::Files {
+                    o["changed_shards"] = json!(f.changed_shards);
+                    if let Some((signed, now)) = f.size_changed {
+                        o["signed_size"] = json!(signed);
+                        o["size"] = json!(now);
+                    }
+                }
             }
             o
         }).collect::<Vec<_>>(),

@@ -272,6 +272,26 @@ fn signature_results(model: &Path, registry: &Registry) -> Result<Vec<KeyTest>, 
                     break;
                 }
                 Err(e) if e.is_invalid_signature() => continue,
+                // A certificate or Sigstore bundle: registered public keys cannot check it (and
+                // never do so by ignoring its evidence). Not an error of the registry: say how
+                // to check it.
+                Err(SigningError::Unsupported(m)) => {
+                    found = None;
+                    out.push(
+                        KeyTest::exact(&label, SIGNATURE_KIND, false)
+                            .with("bundle", b.display().to_string())
+                            .with("signer", serde_json::Value::Null)
+                            .with("verifies", serde_json::Value::Null)
+                            .with(
+                                "note",
+                                format!(
+                                    "not checkable with the registered keys: {m} \
+                                     (hallmark verify MODEL --sig BUNDLE ...)"
+                                ),
+                            ),
+                    );
+                    break;
+                }
                 Err(e) => {
                     found = None;
                     out.push(KeyTest::error(&label, SIGNATURE_KIND, e.to_string()));

@@ -165,6 +165,86 @@ pub fn hash_file(
     }
 }
 
+/// The default shard size of model_signing's `shards` serialization method (1 GB, decimal).
+pub const DEFAULT_SHARD_SIZE: u64 = 1_000_000_000;
+
+/// The shards of a file of `len` bytes, as model_signing cuts them: `[0, s)`, `[s, 2s)`, ...,
+/// the last one ending at `len` (shorter when `len` is not a multiple of `shard_size`). An
+/// empty file has no shards. `shard_size` must be positive.
+pub fn shard_ranges(len: u64, shard_size: u64) -> Vec<Range<u64>> {
+    let step = shard_size.max(1);
+    let mut out = Vec::with_capacity(usize::try_from(len.div_ceil(step)).unwrap_or(0));
+    let mut start = 0;
+    while start < len {
+        let end = start.saturating_add(step).min(len);
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+/// The digests of some shards of one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardHashes {
+    /// One digest per requested range, in the order given.
+    pub shards: Vec<Vec<u8>>,
+    /// As [`FileHashes::tensors`].
+    pub tensors: Vec<Option<[u8; 32]>>,
+}
+
+/// Digest each of `ranges` of `bytes` (normally [`shard_ranges`]; each range on its own rayon
+/// task, so one large file keeps every core busy even with a sequential hash such as SHA-256)
+/// and compute the tensor digest of every span, in parallel with the shards. Ranges must lie
+/// within `bytes`.
+pub fn hash_shards(
+    bytes: &[u8],
+    hash_type: HashType,
+    ranges: &[Range<u64>],
+    spans: &[Range<u64>],
+    progress: Progress<'_>,
+) -> ShardHashes {
+    let len = bytes.len() as u64;
+    let (shards, tensors) = rayon::join(
+        || {
+            ranges
+                .par_iter()
+                .map(|r| {
+                    digest(
+                        &bytes[r.start as usize..r.end as usize],
+                        hash_type,
+                        progress,
+                    )
+                })
+                .collect::<Vec<_>>()
+        },
+        || {
+            spans
+                .par_iter()
+                .map(|r| {
+                    (r.start <= r.end && r.end <= len).then(|| tensor_digest(bytes, r.clone()))
+                })
+                .collect::<Vec<_>>()
+        },
+    );
+    ShardHashes { shards, tensors }
+}
+
+/// The plain digest of `bytes` with `hash_type` (BLAKE3 multi-threaded, the others sequential).
+pub fn digest(bytes: &[u8], hash_type: HashType, progress: Progress<'_>) -> Vec<u8> {
+    match hash_type {
+        HashType::Sha256 => stream::<sha2::Sha256>(bytes, progress),
+        HashType::Blake2b => stream::<blake2::Blake2b512>(bytes, progress),
+        HashType::Blake3 => {
+            let mut h = blake3::Hasher::new();
+            for piece in bytes.chunks(MAX_LEAF as usize) {
+                update(&mut h, piece);
+                progress(piece.len() as u64);
+            }
+            h.finalize().as_bytes().to_vec()
+        }
+    }
+}
+
 /// A sequential digest of `bytes`, reporting progress every `MAX_LEAF` bytes.
 fn stream<D: sha2::Digest>(bytes: &[u8], progress: Progress<'_>) -> Vec<u8> {
     let mut d = D::new();
@@ -464,6 +544,35 @@ mod tests {
                 compose(&b, &r, &runs),
                 "{r:?}"
             );
+        }
+    }
+
+    #[test]
+    fn shard_ranges_match_model_signing_endpoints() {
+        assert_eq!(shard_ranges(0, 10), Vec::<Range<u64>>::new());
+        assert_eq!(shard_ranges(10, 10), vec![0..10]);
+        assert_eq!(shard_ranges(25, 10), vec![0..10, 10..20, 20..25]);
+        assert_eq!(shard_ranges(3, 1_000_000_000), vec![0..3]);
+        assert_eq!(shard_ranges(u64::MAX, u64::MAX / 2 + 1).len(), 2);
+    }
+
+    #[test]
+    fn shard_digests_are_plain_digests_of_each_shard() {
+        let b = data(70_001, 5);
+        for ht in [HashType::Sha256, HashType::Blake2b, HashType::Blake3] {
+            let ranges = shard_ranges(b.len() as u64, 4096);
+            let h = hash_shards(&b, ht, &ranges, std::slice::from_ref(&(100..9000)), &|_| {});
+            assert_eq!(h.shards.len(), ranges.len());
+            for (r, d) in ranges.iter().zip(&h.shards) {
+                let piece = &b[r.start as usize..r.end as usize];
+                let want = match ht {
+                    HashType::Sha256 => sha2::Sha256::digest(piece).to_vec(),
+                    HashType::Blake2b => blake2::Blake2b512::digest(piece).to_vec(),
+                    HashType::Blake3 => blake3::hash(piece).as_bytes().to_vec(),
+                };
+                assert_eq!(*d, want, "{ht:?} {r:?}");
+            }
+            assert_eq!(h.tensors, vec![Some(tensor_digest(&b, 100..9000))]);
         }
     }
 

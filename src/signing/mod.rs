@@ -50,6 +50,7 @@ pub mod hash;
 pub mod keys;
 pub mod model;
 pub mod pki;
+pub mod reuse;
 pub mod sign;
 pub mod sigstore;
 pub mod statement;
@@ -60,8 +61,8 @@ use std::path::PathBuf;
 pub use bundle::Bundle;
 pub use hash::HashType;
 pub use keys::{KeyAlg, SigningKey, VerifyingKey};
-pub use sign::{sign_model, SignOptions};
-pub use statement::{TensorManifest, TENSORS_ANNOTATION, TENSOR_DIGEST};
+pub use sign::{sign_model, sign_model_full, SignOptions, Signed};
+pub use statement::{Method, TensorManifest, TENSORS_ANNOTATION, TENSOR_DIGEST};
 pub use verify::{
     check_model, verify_bundle, verify_bundle_with_certificate, verify_tensors, CertificatePolicy,
     FileReport, FileStatus, ModelReport, Signer, TensorCheck, VerifiedStatement,
@@ -144,6 +145,9 @@ pub enum SigningError {
     /// timestamps) that does not verify against the trusted root.
     #[error("sigstore: {0}")]
     Sigstore(String),
+    /// An old signature or reuse state that `sign --reuse` cannot use.
+    #[error("cannot reuse: {0}")]
+    Reuse(String),
     /// A tensor asked for by name that the signature does not list.
     #[error("tensor `{0}` is not in the signature's per-tensor digests")]
     UnknownTensor(String),

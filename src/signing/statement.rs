@@ -24,20 +24,57 @@ pub const MAX_IGNORE_PATHS: usize = 1 << 16;
 /// Paths that are never hashed, relative to the model directory.
 pub const DEFAULT_IGNORES: [&str; 4] = [".git", ".gitattributes", ".github", ".gitignore"];
 
-/// One signed file: its POSIX path relative to the model (`.` for a single-file model).
+/// One signed file (`files` method) or one shard of a file (`shards` method).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
-    /// Relative POSIX path.
+    /// The file's relative POSIX path (`.` for a single-file model).
     pub name: String,
+    /// With the `shards` method: the shard's byte range `[start, end)` in the file. The
+    /// resource is then written as `name:start:end`, as model_signing names shards.
+    pub shard: Option<[u64; 2]>,
     /// Digest algorithm.
     pub algorithm: HashType,
     /// Raw digest bytes.
     pub digest: Vec<u8>,
 }
 
+/// The OMS serialization method: one digest per file, or one per fixed-size shard of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// `files`: one resource per file.
+    Files,
+    /// `shards`: every non-empty file cut into `shard_size`-byte shards (the last one shorter),
+    /// one resource per shard. Empty files have no shards and so appear in no resource.
+    Shards {
+        /// Bytes per shard (positive).
+        shard_size: u64,
+    },
+}
+
+impl Method {
+    /// The name used in bundles.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Files => "files",
+            Method::Shards { .. } => "shards",
+        }
+    }
+    /// The resource `algorithm` string for `hash_type` under this method: the plain hash name
+    /// for `files`, `<hash>-sharded-<shard_size>` for `shards` (what model_signing writes and
+    /// compares).
+    pub fn algorithm(self, hash_type: HashType) -> String {
+        match self {
+            Method::Files => hash_type.name().to_string(),
+            Method::Shards { shard_size } => format!("{}-sharded-{shard_size}", hash_type.name()),
+        }
+    }
+}
+
 /// How the model was serialized into resources (`predicate.serialization`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Serialization {
+    /// `files` or `shards`.
+    pub method: Method,
     /// File digest algorithm.
     pub hash_type: HashType,
     /// Whether symlinks were followed.
@@ -93,6 +130,9 @@ pub struct TensorDigest {
     pub digest: String,
 }
 
+/// One signed file's parts: `(shard range, digest)`, the range `None` with the `files` method.
+pub type FileParts<'a> = Vec<(Option<[u64; 2]>, &'a [u8])>;
+
 /// A parsed OMS v1.0 statement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statement {
@@ -146,20 +186,26 @@ impl Statement {
             subject["annotations"] = json!({ TENSORS_ANNOTATION: v });
         }
         let s = &self.serialization;
+        let mut ser = json!({
+            "method": s.method.name(),
+            "hash_type": s.hash_type.name(),
+            "allow_symlinks": s.allow_symlinks,
+            "ignore_paths": s.ignore_paths,
+        });
+        if let Method::Shards { shard_size } = s.method {
+            // An integer, unlike model_signing's own float: its verifier can then rebuild the
+            // shards from the bundle alone.
+            ser["shard_size"] = json!(shard_size);
+        }
         let v = json!({
             "_type": STATEMENT_TYPE,
             "subject": [subject],
             "predicateType": PREDICATE_TYPE,
             "predicate": {
-                "serialization": {
-                    "method": "files",
-                    "hash_type": s.hash_type.name(),
-                    "allow_symlinks": s.allow_symlinks,
-                    "ignore_paths": s.ignore_paths,
-                },
+                "serialization": ser,
                 "resources": self.resources.iter().map(|r| json!({
-                    "name": r.name,
-                    "algorithm": r.algorithm.name(),
+                    "name": r.resource_name(),
+                    "algorithm": s.method.algorithm(r.algorithm),
                     "digest": hex::encode(&r.digest),
                 })).collect::<Vec<_>>(),
             },
@@ -205,12 +251,17 @@ impl Statement {
         let ser = pred
             .get("serialization")
             .ok_or_else(|| bad("no serialization"))?;
-        let method = ser.get("method").and_then(Value::as_str).unwrap_or("");
-        if method != "files" {
-            return Err(SigningError::Unsupported(format!(
-                "serialization method `{method}` (hallmark verifies `files`)"
-            )));
-        }
+        let method = match ser.get("method").and_then(Value::as_str).unwrap_or("") {
+            "files" => Method::Files,
+            "shards" => Method::Shards {
+                shard_size: parse_shard_size(ser.get("shard_size"))?,
+            },
+            m => {
+                return Err(SigningError::Unsupported(format!(
+                    "serialization method `{m}` (hallmark verifies `files` and `shards`)"
+                )))
+            }
+        };
         let ht = ser.get("hash_type").and_then(Value::as_str).unwrap_or("");
         let hash_type = HashType::from_name(ht)
             .ok_or_else(|| SigningError::Unsupported(format!("hash type `{ht}`")))?;
@@ -246,24 +297,40 @@ impl Statement {
             )));
         }
         let mut resources = Vec::with_capacity(res.len());
+        let mut seen_items = std::collections::HashSet::new();
         let mut seen = std::collections::HashSet::new();
         for r in res {
-            let name = r
+            let full = r
                 .get("name")
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad("resource without a name"))?;
+            let (name, shard) = match method {
+                Method::Files => (full, None),
+                Method::Shards { .. } => {
+                    let (n, a, b) = split_shard_name(full)?;
+                    (n, Some([a, b]))
+                }
+            };
             check_resource_name(name)?;
-            if !seen.insert(name) {
+            if !seen_items.insert(full) {
                 return Err(SigningError::Payload(format!(
-                    "resource `{name}` listed twice"
+                    "resource `{full}` listed twice"
                 )));
             }
+            seen.insert(name);
             let alg = r.get("algorithm").and_then(Value::as_str).unwrap_or("");
-            let algorithm = HashType::from_name(alg)
+            let base = match method {
+                Method::Files => alg,
+                // model_signing writes `sha256-sharded-<size>`; the plain name is accepted too.
+                Method::Shards { shard_size } => alg
+                    .strip_suffix(&format!("-sharded-{shard_size}"))
+                    .unwrap_or(alg),
+            };
+            let algorithm = HashType::from_name(base)
                 .ok_or_else(|| SigningError::Unsupported(format!("digest algorithm `{alg}`")))?;
             if algorithm != hash_type {
                 return Err(SigningError::Payload(format!(
-                    "resource `{name}` uses {alg} but hash_type is {ht}"
+                    "resource `{full}` uses {alg} but hash_type is {ht}"
                 )));
             }
             let digest = r
@@ -276,6 +343,7 @@ impl Statement {
                 })?;
             resources.push(Resource {
                 name: name.to_string(),
+                shard,
                 algorithm,
                 digest,
             });
@@ -285,8 +353,11 @@ impl Statement {
                 "the subject's root digest does not match the resources",
             ));
         }
-        if resources.iter().any(|r| r.name == ".") && resources.len() != 1 {
+        if seen.contains(".") && seen.len() != 1 {
             return Err(bad("`.` (a single-file model) must be the only resource"));
+        }
+        if let Method::Shards { shard_size } = method {
+            check_shard_tiling(&resources, shard_size)?;
         }
 
         let tensors = match subject.pointer(&format!("/annotations/{TENSORS_ANNOTATION}")) {
@@ -311,6 +382,7 @@ impl Statement {
             subject_name,
             root,
             serialization: Serialization {
+                method,
                 hash_type,
                 allow_symlinks,
                 ignore_paths,
@@ -319,6 +391,105 @@ impl Statement {
             tensors,
         })
     }
+
+    /// The signed files in resource order, each with its parts: one `(None, digest)` with the
+    /// `files` method, the `(Some([start, end]), digest)` shards in file order with `shards`.
+    pub fn files(&self) -> Vec<(&str, FileParts<'_>)> {
+        let mut out: Vec<(&str, FileParts<'_>)> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for r in &self.resources {
+            let i = *index.entry(r.name.as_str()).or_insert_with(|| {
+                out.push((r.name.as_str(), Vec::new()));
+                out.len() - 1
+            });
+            out[i].1.push((r.shard, r.digest.as_slice()));
+        }
+        for (_, parts) in &mut out {
+            parts.sort_by_key(|p| p.0);
+        }
+        out
+    }
+}
+
+impl Resource {
+    /// The name written in the bundle: the path, or `path:start:end` for a shard.
+    pub fn resource_name(&self) -> String {
+        match self.shard {
+            None => self.name.clone(),
+            Some([a, b]) => format!("{}:{a}:{b}", self.name),
+        }
+    }
+}
+
+/// `shard_size`: a positive integer. model_signing 1.1.1 writes it as a float (`1000000000.0`),
+/// so an integral float is accepted as well.
+fn parse_shard_size(v: Option<&Value>) -> Result<u64, SigningError> {
+    let bad = || SigningError::Payload("`shard_size` is not a positive integer".into());
+    let Some(Value::Number(n)) = v else {
+        return Err(bad());
+    };
+    let size = match n.as_u64() {
+        Some(u) => u,
+        None => {
+            let f = n.as_f64().ok_or_else(bad)?;
+            // Integral and exactly representable (below 2^53).
+            if !(f.fract() == 0.0 && f > 0.0 && f <= 9_007_199_254_740_992.0) {
+                return Err(bad());
+            }
+            f as u64
+        }
+    };
+    if size == 0 {
+        return Err(bad());
+    }
+    Ok(size)
+}
+
+/// Split a shard resource name `path:start:end` (exactly two colons, as model_signing requires;
+/// decimal offsets with `start < end`).
+fn split_shard_name(full: &str) -> Result<(&str, u64, u64), SigningError> {
+    let bad = || SigningError::Payload(format!("shard resource `{full}` is not `path:start:end`"));
+    let mut it = full.split(':');
+    let (Some(p), Some(a), Some(b), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(bad());
+    };
+    let num = |s: &str| {
+        (!s.is_empty() && s.len() <= 20 && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    match (num(a), num(b)) {
+        (Some(a), Some(b)) if a < b => Ok((p, a, b)),
+        _ => Err(bad()),
+    }
+}
+
+/// Every file's shards must cut `[0, size)` exactly as model_signing does: consecutive,
+/// starting at 0, all `shard_size` long except a shorter (non-empty) last one.
+fn check_shard_tiling(resources: &[Resource], shard_size: u64) -> Result<(), SigningError> {
+    let mut by_file: std::collections::HashMap<&str, Vec<[u64; 2]>> = Default::default();
+    for r in resources {
+        if let Some(s) = r.shard {
+            by_file.entry(r.name.as_str()).or_default().push(s);
+        }
+    }
+    for (name, mut shards) in by_file {
+        shards.sort_unstable();
+        let mut pos = 0u64;
+        let n = shards.len();
+        for (i, [a, b]) in shards.into_iter().enumerate() {
+            let len = b - a;
+            let ok = a == pos && (len == shard_size || (i + 1 == n && len < shard_size));
+            if !ok {
+                return Err(SigningError::Payload(format!(
+                    "the shards of `{name}` do not cut the file into {shard_size}-byte pieces \
+                     (shard {a}..{b})"
+                )));
+            }
+            pos = b;
+        }
+    }
+    Ok(())
 }
 
 /// A resource name must be `.` or a relative POSIX path without `.`/`..`/empty components.
@@ -404,6 +575,7 @@ mod tests {
                 let resources: Vec<Resource> = files
                     .into_iter()
                     .map(|(name, d)| Resource {
+                        shard: None,
                         name,
                         algorithm: HashType::Blake3,
                         digest: d.to_vec(),
@@ -420,6 +592,7 @@ mod tests {
                 Statement::new(
                     subject,
                     Serialization {
+                        method: Method::Files,
                         hash_type: HashType::Blake3,
                         allow_symlinks: allow,
                         ignore_paths: ign,
@@ -451,11 +624,13 @@ mod tests {
         let mut st = Statement::new(
             "m".into(),
             Serialization {
+                method: Method::Files,
                 hash_type: HashType::Blake3,
                 allow_symlinks: false,
                 ignore_paths: vec![],
             },
             vec![Resource {
+                shard: None,
                 name: "a.gguf".into(),
                 algorithm: HashType::Blake3,
                 digest: vec![1; 32],
@@ -486,11 +661,13 @@ mod tests {
         let st = Statement::new(
             "m".into(),
             Serialization {
+                method: Method::Files,
                 hash_type: HashType::Sha256,
                 allow_symlinks: false,
                 ignore_paths: vec![],
             },
             vec![Resource {
+                shard: None,
                 name: "a".into(),
                 algorithm: HashType::Sha256,
                 digest: vec![1; 32],
@@ -507,5 +684,85 @@ mod tests {
             let bad = p.replace("\"name\":\"a\"", &format!("\"name\":{}", json!(name)));
             assert!(Statement::from_payload(bad.as_bytes()).is_err(), "{name}");
         }
+    }
+
+    fn shard_statement(shard_size: u64, files: &[(&str, u64)]) -> Statement {
+        let mut resources = Vec::new();
+        for (name, len) in files {
+            for r in crate::signing::hash::shard_ranges(*len, shard_size) {
+                resources.push(Resource {
+                    name: name.to_string(),
+                    shard: Some([r.start, r.end]),
+                    algorithm: HashType::Sha256,
+                    digest: vec![r.start as u8; 32],
+                });
+            }
+        }
+        Statement::new(
+            "m".into(),
+            Serialization {
+                method: Method::Shards { shard_size },
+                hash_type: HashType::Sha256,
+                allow_symlinks: false,
+                ignore_paths: vec![".git".into()],
+            },
+            resources,
+            None,
+        )
+    }
+
+    #[test]
+    fn shard_statements_round_trip_in_model_signing_form() {
+        let st = shard_statement(1000, &[("a.bin", 2500), ("sub/b", 1000)]);
+        let p = st.to_payload().unwrap();
+        let v: Value = serde_json::from_slice(&p).unwrap();
+        assert_eq!(v["predicate"]["serialization"]["method"], "shards");
+        assert_eq!(v["predicate"]["serialization"]["shard_size"], 1000);
+        let r = &v["predicate"]["resources"];
+        assert_eq!(r[0]["name"], "a.bin:0:1000");
+        assert_eq!(r[2]["name"], "a.bin:2000:2500");
+        assert_eq!(r[0]["algorithm"], "sha256-sharded-1000");
+        assert_eq!(Statement::from_payload(&p).unwrap(), st);
+        let files = st.files();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].1.len(), 3);
+        // model_signing 1.1.1 writes the size as a float.
+        let text = String::from_utf8(p).unwrap();
+        let float = text.replace("\"shard_size\":1000", "\"shard_size\":1000.0");
+        assert_eq!(Statement::from_payload(float.as_bytes()).unwrap(), st);
+    }
+
+    #[test]
+    fn malformed_shard_payloads_are_refused() {
+        let st = shard_statement(1000, &[("a.bin", 2500)]);
+        let text = String::from_utf8(st.to_payload().unwrap()).unwrap();
+        for (from, to) in [
+            ("\"shard_size\":1000", "\"shard_size\":0"),
+            ("\"shard_size\":1000", "\"shard_size\":-5"),
+            ("\"shard_size\":1000", "\"shard_size\":10.5"),
+            ("\"shard_size\":1000", "\"shard_size\":\"1000\""),
+            (",\"shard_size\":1000", ""),
+            ("a.bin:0:1000", "a.bin:0:999"),
+            ("a.bin:0:1000", "a.bin:0:1000:7"),
+            ("a.bin:0:1000", "a.bin:x:1000"),
+            ("a.bin:2000:2500", "a.bin:2000:2000"),
+            ("a.bin:1000:2000", "../x:1000:2000"),
+            ("sha256-sharded-1000", "sha256-sharded-999"),
+        ] {
+            let bad = text.replacen(from, to, 1);
+            assert_ne!(bad, text, "{from}");
+            let got = Statement::from_payload(bad.as_bytes());
+            assert!(got.is_err(), "accepted {from} -> {to}");
+        }
+        // Missing shard: a gap in the middle.
+        let mut gap = shard_statement(1000, &[("a.bin", 2500)]);
+        gap.resources.remove(1);
+        let gap = Statement::new(
+            gap.subject_name.clone(),
+            gap.serialization.clone(),
+            gap.resources.clone(),
+            None,
+        );
+        assert!(Statement::from_payload(&gap.to_payload().unwrap()).is_err());
     }
 }

@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::bundle::{pae, Bundle, PAYLOAD_TYPE};
-use super::hash::{blake3_bytes, hash_file, tensor_digest, HashType};
+use super::hash::{blake3_bytes, hash_file, hash_shards, shard_ranges, tensor_digest, HashType};
 use super::keys::VerifyingKey;
 use super::model::{list_files, normalize_ignore, sort_names, ModelFile};
-use super::sign::{sibling_bundles, sig_relative};
-use super::statement::{check_resource_name, FileTensors, Statement, DEFAULT_IGNORES};
+use super::sign::{sibling_bundles, sibling_states, sig_relative};
+use super::statement::{check_resource_name, FileTensors, Method, Statement, DEFAULT_IGNORES};
 use super::{io_err, map_files_bounded, Progress, SigningError};
 use crate::fsutil::Follow;
 use crate::weights::MappedFile;
@@ -295,6 +295,12 @@ pub struct FileReport {
     /// For a changed weight file whose header and tensors all match: other bytes (padding,
     /// trailing data) changed.
     pub other_bytes_changed: bool,
+    /// With the `shards` method, for a changed file: the signed shards `[start, end)` whose
+    /// bytes differ or lie beyond the end of the file.
+    pub changed_shards: Vec<[u64; 2]>,
+    /// With the `shards` method, for a changed file whose size differs from the signed size:
+    /// `(signed size, present size)`.
+    pub size_changed: Option<(u64, u64)>,
 }
 
 /// The result of checking a model against a verified statement.
@@ -304,6 +310,12 @@ pub struct ModelReport {
     pub files: Vec<FileReport>,
     /// The digest algorithm used.
     pub hash_type: HashType,
+    /// The serialization method of the signature (`files` or `shards`).
+    pub method: Method,
+    /// With the `shards` method: present empty files that the signature does not list. The
+    /// method cannot sign an empty file (it has no shards), so these are not verified; they do
+    /// not make the result invalid, as model_signing does not either.
+    pub unsigned_empty: Vec<String>,
     /// Bytes hashed.
     pub bytes_hashed: u64,
     /// Whether per-tensor digests were available.
@@ -403,6 +415,9 @@ pub fn check_model(
             ignores.push(name);
         }
     }
+    // So is a signer's reuse state beside its bundle.
+    let states = sibling_states(model, &ignores)?;
+    ignores.extend(states);
     ignores.sort();
     ignores.dedup();
     let mut ignored_present = Vec::new();
@@ -428,10 +443,13 @@ pub fn check_model(
         .flat_map(|m| m.files.iter().map(|f| (f.name.as_str(), f)))
         .collect();
 
-    let signed: BTreeMap<&str, &[u8]> = st
-        .resources
-        .iter()
-        .map(|r| (r.name.as_str(), r.digest.as_slice()))
+    let method = st.serialization.method;
+    // Signed file -> its parts `(shard range, digest)` in file order.
+    type Parts = Vec<(Option<[u64; 2]>, Vec<u8>)>;
+    let signed: BTreeMap<&str, Parts> = st
+        .files()
+        .into_iter()
+        .map(|(n, p)| (n, p.into_iter().map(|(r, d)| (r, d.to_vec())).collect()))
         .collect();
     let follow = if st.serialization.allow_symlinks {
         Follow::Yes
@@ -445,16 +463,59 @@ pub fn check_model(
             .iter()
             .flat_map(|t| t.tensors.iter().map(|x| x.range[0]..x.range[1]))
             .collect();
-        let h = hash_file(map.bytes(), hash_type, &spans, progress);
-        let detail = ft.map(|t| tensor_detail(map.bytes(), t, &h.tensors));
+        let (parts, tensor_digests): (Parts, _) = match method {
+            Method::Files => {
+                let h = hash_file(map.bytes(), hash_type, &spans, progress);
+                (vec![(None, h.file)], h.tensors)
+            }
+            Method::Shards { shard_size } => {
+                // Never more shards than the signature lists for this file: when the size
+                // changed, only the signed shards still inside the file are hashed (so a tiny
+                // signed shard size cannot turn a large file into billions of digests).
+                let len = map.len();
+                let signed_parts = signed.get(f.name.as_str());
+                let ranges: Vec<std::ops::Range<u64>> = match signed_parts {
+                    Some(p) if signed_size(p) != len => p
+                        .iter()
+                        .filter_map(|(r, _)| r.filter(|r| r[1] <= len).map(|r| r[0]..r[1]))
+                        .collect(),
+                    _ => shard_ranges(len, shard_size),
+                };
+                let h = hash_shards(map.bytes(), hash_type, &ranges, &spans, progress);
+                let parts = ranges
+                    .into_iter()
+                    .zip(h.shards)
+                    .map(|(r, d)| (Some([r.start, r.end]), d))
+                    .collect();
+                (parts, h.tensors)
+            }
+        };
+        let detail = ft.map(|t| tensor_detail(map.bytes(), t, &tensor_digests));
         map.ensure_unchanged()?;
-        Ok::<_, SigningError>((f.name.clone(), h.file, detail, map.len()))
+        Ok::<_, SigningError>((f.name.clone(), parts, detail, map.len()))
     };
     // Hash every present signed file, computing signed tensor digests in the same pass.
     let (listed, unsigned): (Vec<&ModelFile>, Vec<&ModelFile>) = listing
         .files
         .iter()
         .partition(|f| signed.contains_key(f.name.as_str()));
+    // The shards method has no resource for an empty file: one present but unlisted is not
+    // verified (and not an extra file), as with model_signing.
+    let mut unsigned_empty = Vec::new();
+    let unsigned: Vec<&ModelFile> = if let Method::Shards { .. } = method {
+        let mut keep = Vec::new();
+        for f in unsigned {
+            let meta = std::fs::metadata(&f.path).map_err(io_err(&f.path))?;
+            if meta.is_file() && meta.len() == 0 {
+                unsigned_empty.push(f.name.clone());
+            } else {
+                keep.push(f);
+            }
+        }
+        keep
+    } else {
+        unsigned
+    };
     let hashed = map_files_bounded(&listed, |f| hash_one(f))?;
     let mut present: std::collections::HashSet<String> =
         listing.files.iter().map(|f| f.name.clone()).collect();
@@ -462,40 +523,84 @@ pub fn check_model(
     let any_missing = signed.keys().any(|n| !present.contains(*n));
     // An unsigned file is a failure whatever it holds, so it is hashed only when a signed file
     // is missing (to tell a rename from an addition); otherwise a huge extra file costs nothing.
-    let extras: Vec<(String, Option<Vec<u8>>)> = if any_missing {
-        map_files_bounded(&unsigned, |f| hash_one(f))?
-            .into_iter()
-            .map(|(name, digest, _, _)| (name, Some(digest)))
-            .collect()
-    } else {
-        unsigned.iter().map(|f| (f.name.clone(), None)).collect()
+    // With shards, only an unsigned file of a missing file's size can be that file renamed, and
+    // only such a file is hashed (into no more shards than the missing file has).
+    let candidate: Vec<bool> = match method {
+        _ if !any_missing => vec![false; unsigned.len()],
+        Method::Files => vec![true; unsigned.len()],
+        Method::Shards { .. } => {
+            let sizes: std::collections::HashSet<u64> = signed
+                .iter()
+                .filter(|(n, _)| !present.contains(**n))
+                .map(|(_, p)| signed_size(p))
+                .collect();
+            let mut v = Vec::with_capacity(unsigned.len());
+            for f in &unsigned {
+                let len = std::fs::metadata(&f.path).map_err(io_err(&f.path))?.len();
+                v.push(sizes.contains(&len));
+            }
+            v
+        }
     };
+    let to_hash: Vec<&ModelFile> = unsigned
+        .iter()
+        .zip(&candidate)
+        .filter(|(_, c)| **c)
+        .map(|(f, _)| *f)
+        .collect();
+    let mut extras: Vec<(String, Option<Parts>)> = map_files_bounded(&to_hash, |f| hash_one(f))?
+        .into_iter()
+        .map(|(name, parts, _, _)| (name, Some(parts)))
+        .collect();
+    extras.extend(
+        unsigned
+            .iter()
+            .zip(&candidate)
+            .filter(|(_, c)| !**c)
+            .map(|(f, _)| (f.name.clone(), None)),
+    );
 
     let mut reports = Vec::new();
     let mut bytes_hashed = 0;
-    for (name, digest, detail, len) in hashed {
+    for (name, parts, detail, len) in hashed {
         bytes_hashed += len;
         match signed.get(name.as_str()) {
             None => {}
-            Some(want) if *want == digest.as_slice() => reports.push(FileReport {
-                name,
-                status: FileStatus::Ok,
-                header_changed: false,
-                changed_tensors: vec![],
-                other_bytes_changed: false,
-            }),
-            Some(_) => {
+            // With shards the size is checked too: when it changed only the signed ranges were
+            // hashed, and they may all still match.
+            Some(want)
+                if *want == parts && (method == Method::Files || signed_size(want) == len) =>
+            {
+                reports.push(simple(name, FileStatus::Ok))
+            }
+            Some(want) => {
                 let (header_changed, changed_tensors) = detail.unwrap_or((false, vec![]));
                 let other = st.tensors.is_some()
                     && tensors.contains_key(name.as_str())
                     && !header_changed
                     && changed_tensors.is_empty();
+                // Signed shards whose bytes are not the same now.
+                let now: HashMap<[u64; 2], &[u8]> = parts
+                    .iter()
+                    .filter_map(|(r, d)| r.map(|r| (r, d.as_slice())))
+                    .collect();
+                let changed_shards: Vec<[u64; 2]> = want
+                    .iter()
+                    .filter_map(|(r, d)| {
+                        let r = (*r)?;
+                        (now.get(&r) != Some(&d.as_slice())).then_some(r)
+                    })
+                    .collect();
+                let size_changed = (method != Method::Files && signed_size(want) != len)
+                    .then(|| (signed_size(want), len));
                 reports.push(FileReport {
                     name,
                     status: FileStatus::Changed,
                     header_changed,
                     changed_tensors,
                     other_bytes_changed: other,
+                    changed_shards,
+                    size_changed,
                 })
             }
         }
@@ -509,11 +614,11 @@ pub fn check_model(
         .copied()
         .filter(|n| !present.contains(*n))
         .collect();
-    for (name, digest) in extras {
-        let from = digest.and_then(|digest| {
+    for (name, parts) in extras {
+        let from = parts.and_then(|parts| {
             missing
                 .iter()
-                .position(|m| signed.get(m).is_some_and(|d| *d == digest.as_slice()))
+                .position(|m| signed.get(m).is_some_and(|d| *d == parts))
         });
         match from {
             Some(i) => {
@@ -530,12 +635,23 @@ pub fn check_model(
     Ok(ModelReport {
         files: reports,
         hash_type,
+        method,
+        unsigned_empty,
         bytes_hashed,
         has_tensor_digests: st.tensors.is_some(),
         signed_ignores: st.serialization.ignore_paths.clone(),
         ignored_present,
         ignored_weights,
     })
+}
+
+/// The size a file had when signed with shards: the end of its last shard (0 for `files`).
+fn signed_size(parts: &[(Option<[u64; 2]>, Vec<u8>)]) -> u64 {
+    parts
+        .iter()
+        .filter_map(|(r, _)| r.map(|r| r[1]))
+        .max()
+        .unwrap_or(0)
 }
 
 fn simple(name: String, status: FileStatus) -> FileReport {
@@ -545,6 +661,8 @@ fn simple(name: String, status: FileStatus) -> FileReport {
         header_changed: false,
         changed_tensors: vec![],
         other_bytes_changed: false,
+        changed_shards: vec![],
+        size_changed: None,
     }
 }
 
