@@ -93,3 +93,8 @@ fn python_transformers_generation_is_detected() {
 fn parquet_detect_equals_jsonl() {
     pytest("test_parquet.py", None);
 }
+
+#[test]
+fn python_readme_example_runs() {
+    pytest("test_readme.py", None);
+}

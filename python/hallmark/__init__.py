@@ -201,7 +201,10 @@ class LogitsProcessor:
                 ids = ids.astype(np.int64)
             tok = self._sampler.choose(np.ascontiguousarray(ids), logits)
             self.last_tokens = [tok]
-            out = np.full_like(scores, -np.inf)
+            # In place where allowed (llama-cpp-python hands over a view of its own buffer and
+            # copies the result back into it): one pass over the vocabulary instead of two.
+            out = scores if scores.flags.writeable else np.empty_like(scores)
+            out.fill(-np.inf)
             out[tok] = 0.0
             return out
         if scores.ndim != 2:
