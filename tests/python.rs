@@ -98,3 +98,8 @@ fn parquet_detect_equals_jsonl() {
 fn python_readme_example_runs() {
     pytest("test_readme.py", None);
 }
+
+#[test]
+fn python_sign_and_verify_equal_cli() {
+    pytest("test_sign.py", None);
+}

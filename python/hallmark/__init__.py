@@ -28,6 +28,8 @@ __all__ = [
     "Registry",
     "WatermarkKey",
     "LogitsProcessor",
+    "sign",
+    "verify",
     "__version__",
 ]
 
@@ -226,7 +228,56 @@ class LogitsProcessor:
         ids = input_ids.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy()
         toks = self._sampler.choose_batch(ids, logits)
         self.last_tokens = list(toks)
-        out = torch.full_like(scores, float("-inf"))
-        rows = torch.arange(len(toks), device=scores.device)
-        out[rows, torch.tensor(toks, device=scores.device, dtype=torch.long)] = 0.0
-        return out
+        # Built in numpy and handed to torch once: a few small torch ops per step cost more
+        # than the whole sampling step on a busy CPU.
+        out = np.full(logits.shape, -np.inf, dtype=np.float32)
+        out[np.arange(len(toks)), toks] = 0.0
+        return torch.from_numpy(out).to(device=scores.device, dtype=scores.dtype)
+
+
+def sign(
+    path: PathLike,
+    key: PathLike,
+    sig: Optional[PathLike] = None,
+    hash: Optional[str] = None,
+    shard_size: Optional[int] = None,
+    ignore: Sequence[str] = (),
+    allow_symlinks: bool = False,
+) -> Dict[str, Any]:
+    """Sign a model file or directory with a private key (PKCS#8 PEM), as ``hallmark sign``:
+    writes the OMS v1.0 bundle atomically to ``sig`` (default ``MODEL/model.sig`` or
+    ``MODEL.sig``). ``hash`` defaults to sha256 for P-256 keys and with ``shard_size``, blake3
+    for Ed25519; ``ignore`` lists paths relative to the model directory. Returns what was
+    signed, and ``model_signing_cli_gaps``: why model_signing's CLI could not verify the bundle
+    (empty when it can)."""
+    return json.loads(
+        _native.sign_json(
+            os.fspath(path),
+            os.fspath(key),
+            None if sig is None else os.fspath(sig),
+            hash,
+            shard_size,
+            [str(i) for i in ignore],
+            bool(allow_symlinks),
+        )
+    )
+
+
+def verify(
+    path: PathLike,
+    pub: PathLike,
+    sig: Optional[PathLike] = None,
+    allow_ignored_weights: bool = False,
+) -> Dict[str, Any]:
+    """Verify a model against its signature bundle with a public key (SPKI PEM): the object
+    ``hallmark verify --json`` prints. ``valid`` is the answer; a changed, missing, extra or
+    renamed file, and every changed tensor, is named under ``files``. Unusable input (a missing
+    model or bundle, a malformed bundle or key) raises a :class:`hallmark.Error`."""
+    return json.loads(
+        _native.verify_json(
+            os.fspath(path),
+            os.fspath(pub),
+            None if sig is None else os.fspath(sig),
+            bool(allow_ignored_weights),
+        )
+    )

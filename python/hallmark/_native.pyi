@@ -65,3 +65,16 @@ class Sampler:
         input_ids: Union[npt.NDArray[np.int32], npt.NDArray[np.int64]],
         scores: npt.NDArray[np.float32],
     ) -> int: ...
+
+def sign_json(
+    model: _Path,
+    key: _Path,
+    sig: Optional[_Path] = None,
+    hash: Optional[str] = None,
+    shard_size: Optional[int] = None,
+    ignore: Sequence[str] = ...,
+    allow_symlinks: bool = False,
+) -> str: ...
+def verify_json(
+    model: _Path, pub: _Path, sig: Optional[_Path] = None, allow_ignored_weights: bool = False
+) -> str: ...

@@ -428,6 +428,150 @@ impl Sampler {
     }
 }
 
+fn sig_err(e: &(dyn std::error::Error + 'static)) -> PyErr {
+    SignatureError::new_err(message(e))
+}
+
+/// Read a PEM file of at most 64 KiB (keys), naming it in errors as the CLI does.
+fn read_pem(path: &std::path::Path) -> PyResult<String> {
+    let bytes = hallmark::fsutil::read_capped(path, 64 * 1024, hallmark::fsutil::Follow::Yes)
+        .map_err(|e| InputError::new_err(format!("{}: {e}", path.display())))?;
+    String::from_utf8(bytes)
+        .map_err(|_| InputError::new_err(format!("{}: not UTF-8 text", path.display())))
+}
+
+/// Sign `model` (a file or directory) with the private key at `key`; writes the OMS bundle
+/// atomically to `sig` (default: `MODEL/model.sig` or `MODEL.sig`). The CLI's `sign`, returned
+/// as a JSON object string.
+#[pyfunction]
+#[pyo3(signature = (model, key, sig=None, hash=None, shard_size=None, ignore=Vec::new(), allow_symlinks=false))]
+#[allow(clippy::too_many_arguments)]
+fn sign_json(
+    py: Python<'_>,
+    model: PathBuf,
+    key: PathBuf,
+    sig: Option<PathBuf>,
+    hash: Option<String>,
+    shard_size: Option<u64>,
+    ignore: Vec<String>,
+    allow_symlinks: bool,
+) -> PyResult<String> {
+    use hallmark::signing::sign::{default_hash_type, model_signing_cli_gaps};
+    use hallmark::signing::{HashType, Method, SignOptions, SigningKey};
+    let pem = zeroize::Zeroizing::new(read_pem(&key)?);
+    let sk = SigningKey::from_pem(&pem)
+        .map_err(|e| SignatureError::new_err(format!("{}: {}", key.display(), message(&e))))?;
+    let hash_type = match hash.as_deref() {
+        None => default_hash_type(sk.alg(), shard_size.is_some()),
+        Some(h) => HashType::from_name(h).ok_or_else(|| {
+            InputError::new_err(format!("hash must be blake3 or sha256, got {h:?}"))
+        })?,
+    };
+    if shard_size.is_some() && hash_type == HashType::Blake3 {
+        return Err(InputError::new_err(
+            "shard_size with hash blake3: model_signing cannot verify BLAKE3 shard bundles; \
+             use sha256 (the default with shard_size)",
+        ));
+    }
+    let sig = sig.unwrap_or_else(|| hallmark::signing::sign::default_sig_path(&model));
+    let opts = SignOptions {
+        hash_type,
+        allow_symlinks,
+        ignore,
+        sig_path: Some(sig.clone()),
+        shard_size,
+        ..SignOptions::default()
+    };
+    py.detach(move || {
+        let signed = hallmark::signing::sign_model_full(&model, &sk, &opts, &|_| {})
+            .map_err(|e| sig_err(&e))?;
+        let json = signed.bundle.to_json();
+        hallmark::fsutil::write_atomic(&sig, &json, hallmark::fsutil::WriteMode::Public)
+            .map_err(|e| InputError::new_err(format!("writing {}: {e}", sig.display())))?;
+        let st = hallmark::signing::statement::Statement::from_payload(&signed.bundle.payload)
+            .map_err(|e| sig_err(&e))?;
+        let tensors: usize = st
+            .tensors
+            .as_ref()
+            .map(|m| m.files.iter().map(|f| f.tensors.len()).sum())
+            .unwrap_or(0);
+        let method = match shard_size {
+            Some(shard_size) => Method::Shards { shard_size },
+            None => Method::Files,
+        };
+        let v = serde_json::json!({
+            "model": model,
+            "signature": sig,
+            "files": signed.hashed.0 + signed.reused.0,
+            "resources": st.resources.len(),
+            "tensors": tensors,
+            "hash_type": hash_type.name(),
+            "method": method.name(),
+            "alg": sk.alg().name(),
+            "key_hint": sk.verifying_key().hint(),
+            "model_signing_cli_gaps": model_signing_cli_gaps(sk.alg(), hash_type, method),
+        });
+        Ok(v.to_string())
+    })
+}
+
+/// Verify `model` against its bundle with the public key at `pub`: the object
+/// `hallmark verify --json` prints (a JSON string). A signature that is not valid for the key
+/// is `{"valid": false, "error": ...}`; an unusable input raises.
+#[pyfunction]
+#[pyo3(signature = (model, r#pub, sig=None, allow_ignored_weights=false))]
+fn verify_json(
+    py: Python<'_>,
+    model: PathBuf,
+    r#pub: PathBuf,
+    sig: Option<PathBuf>,
+    allow_ignored_weights: bool,
+) -> PyResult<String> {
+    use hallmark::signing::VerifyingKey;
+    if model.symlink_metadata().is_err() {
+        return Err(InputError::new_err(format!(
+            "{}: no such file or directory",
+            model.display()
+        )));
+    }
+    let pem = read_pem(&r#pub)?;
+    let key = VerifyingKey::from_pem(&pem)
+        .map_err(|e| SignatureError::new_err(format!("{}: {}", r#pub.display(), message(&e))))?;
+    let sig = sig.unwrap_or_else(|| hallmark::signing::sign::default_sig_path(&model));
+    let bundle = hallmark::fsutil::read_capped(
+        &sig,
+        hallmark::signing::bundle::MAX_BUNDLE_LEN,
+        hallmark::fsutil::Follow::Yes,
+    )
+    .map_err(|e| {
+        InputError::new_err(format!(
+            "{}: {e} (sign the model first, or name the bundle with sig=)",
+            sig.display()
+        ))
+    })?;
+    py.detach(move || {
+        let verified = match hallmark::signing::verify_bundle(&bundle, &key) {
+            Ok(v) => v,
+            Err(e) if e.is_invalid_signature() => {
+                let v = serde_json::json!({"model": model, "signature": sig, "valid": false,
+                    "error": e.to_string()});
+                return Ok(v.to_string());
+            }
+            Err(e) => return Err(sig_err(&e)),
+        };
+        let report = hallmark::signing::check_model(&model, &verified, Some(&sig), &|_| {})
+            .map_err(|e| sig_err(&e))?;
+        Ok(hallmark::signing::report::verify_json(
+            &model,
+            &sig,
+            &verified,
+            &report,
+            allow_ignored_weights,
+        )
+        .to_string())
+    })
+}
+
 /// The extension module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -439,6 +583,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Registry>()?;
     m.add_class::<WatermarkKey>()?;
     m.add_class::<Sampler>()?;
+    m.add_function(wrap_pyfunction!(sign_json, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_json, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -129,7 +129,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if a.json {
             let v = json!({
                 "model": a.model, "signature": sig, "valid": ok, "key_hint": verified.key_hint(),
-                "subject": subject, "partial": true, "signer": signer_json(verified.signer()),
+                "subject": subject, "partial": true, "signer": signing::report::signer_json(verified.signer()),
                 "tensors": checks.iter().map(|c| json!({
                     "file": c.file, "name": c.name, "ok": c.ok, "reason": c.reason,
                 })).collect::<Vec<_>>(),
@@ -158,18 +158,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let weights_skipped = !report.ignored_weights.is_empty() && !a.allow_ignored_weights;
     let valid = report.is_valid() && !weights_skipped;
     if a.json {
-        let mut v = json_report(&a.model, &sig, verified.key_hint(), &report);
-        v["valid"] = json!(valid);
-        v["subject"] = json!(subject);
-        v["ignore_paths"] = json!(report.signed_ignores);
-        v["ignored_present"] = json!(report.ignored_present);
-        v["ignored_weights"] = json!(report.ignored_weights);
-        v["signer"] = signer_json(verified.signer());
-        v["method"] = json!(report.method.name());
-        if let signing::Method::Shards { shard_size } = report.method {
-            v["shard_size"] = json!(shard_size);
-            v["unsigned_empty"] = json!(report.unsigned_empty);
-        }
+        let v = signing::report::verify_json(
+            &a.model,
+            &sig,
+            &verified,
+            &report,
+            a.allow_ignored_weights,
+        );
         println!("{v}");
     } else {
         print_report(&report, &display);
@@ -341,28 +336,6 @@ fn signer_text(s: &signing::Signer) -> String {
     }
 }
 
-fn signer_json(s: &signing::Signer) -> serde_json::Value {
-    match s {
-        signing::Signer::Key { hint } => json!({"kind": "key", "key_hint": hint}),
-        signing::Signer::Certificate {
-            subject,
-            issuer,
-            fingerprint,
-            sans,
-        } => json!({"kind": "certificate", "subject": subject, "issuer": issuer,
-            "fingerprint": fingerprint, "sans": sans}),
-        signing::Signer::Sigstore {
-            identity,
-            issuer,
-            fingerprint,
-            log_index,
-            integrated_time,
-        } => json!({"kind": "sigstore", "identity": identity, "issuer": issuer,
-            "fingerprint": fingerprint, "log_index": log_index,
-            "integrated_time": integrated_time}),
-    }
-}
-
 fn print_report(report: &ModelReport, display: &dyn Fn(&str) -> String) {
     for f in &report.files {
         let name = display(&f.name);
@@ -398,42 +371,3 @@ fn print_report(report: &ModelReport, display: &dyn Fn(&str) -> String) {
     }
 }
 
-fn json_report(model: &Path, sig: &Path, hint: &str, r: &ModelReport) -> serde_json::Value {
-    json!({
-        "model": model,
-        "signature": sig,
-        "valid": r.is_valid(),
-        "key_hint": hint,
-        "hash_type": r.hash_type.name(),
-        "bytes_hashed": r.bytes_hashed,
-        "tensor_digests": r.has_tensor_digests,
-        "files": r.files.iter().map(|f| {
-            // A single-file model's one resource is named "." in the bundle (as in OMS); scripts
-            // get the file's name.
-            let name = if f.name == "." {
-                model
-                    .file_name()
-                    .map_or_else(|| f.name.clone(), |n| n.to_string_lossy().into_owned())
-            } else {
-                f.name.clone()
-            };
-            let mut o = json!({"name": name, "status": f.status.label()});
-            if let FileStatus::Renamed { from } = &f.status {
-                o["from"] = json!(from);
-            }
-            if f.status == FileStatus::Changed {
-                o["header_changed"] = json!(f.header_changed);
-                o["changed_tensors"] = json!(f.changed_tensors);
-                o["other_bytes_changed"] = json!(f.other_bytes_changed);
-                if r.method != signing::Method::Files {
-                    o["changed_shards"] = json!(f.changed_shards);
-                    if let Some((signed, now)) = f.size_changed {
-                        o["signed_size"] = json!(signed);
-                        o["size"] = json!(now);
-                    }
-                }
-            }
-            o
-        }).collect::<Vec<_>>(),
-    })
-}

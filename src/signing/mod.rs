@@ -50,6 +50,7 @@ pub mod hash;
 pub mod keys;
 pub mod model;
 pub mod pki;
+pub mod report;
 pub mod reuse;
 pub mod sign;
 pub mod sigstore;

@@ -45,15 +45,19 @@ def generate(hf, procs, seed, sample):
     from transformers import LogitsProcessorList
 
     tok, model = hf
-    ids = tok.apply_chat_template(
-        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt"
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": PROMPT}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
+    ids = enc["input_ids"]
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     with torch.no_grad():
         out = model.generate(
             ids,
-            attention_mask=torch.ones_like(ids),
+            attention_mask=enc["attention_mask"],
             max_new_tokens=T,
             min_new_tokens=T,
             do_sample=sample,
