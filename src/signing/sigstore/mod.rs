@@ -680,16 +680,10 @@ fn verify_evidence_at(
             Some((leaf_der.clone(), leaf))
         }
     };
-    let who = match (&leaf, &policy.signer) {
-        (Some((der, _)), _) => Verifier::Cert(der),
-        (None, SigstoreSigner::Key(k)) => Verifier::Key(k),
-        (None, SigstoreSigner::Identity { .. }) => {
-            return Err(bad("verification material holds no certificate"))
-        }
-    };
-    let signing_key = match (&leaf, &policy.signer) {
-        (Some((_, l)), _) => &l.key,
-        (None, SigstoreSigner::Key(k)) => k,
+    // What the log entry must name, and the key the signature must verify with.
+    let (who, signing_key) = match (&leaf, &policy.signer) {
+        (Some((der, l)), _) => (Verifier::Cert(der), &l.key),
+        (None, SigstoreSigner::Key(k)) => (Verifier::Key(k), k),
         (None, SigstoreSigner::Identity { .. }) => {
             return Err(bad("verification material holds no certificate"))
         }
