@@ -1519,6 +1519,48 @@ mod tests {
         }
     }
 
+    /// `dsse` 0.0.2 entries (no conformance case has one): the body must name this payload,
+    /// signature and key, and a message signature cannot be logged as one.
+    #[test]
+    fn rekor_v2_dsse_bodies_must_match() {
+        use base64::engine::general_purpose::STANDARD;
+        let key_of = |b: u8| {
+            let sk = p256::ecdsa::SigningKey::from_bytes(&[b; 32].into()).unwrap();
+            LeafKey::P256(*sk.verifying_key())
+        };
+        let (key, other) = (key_of(1), key_of(2));
+        let payload = b"{\"_type\":\"https://in-toto.io/Statement/v1\"}".to_vec();
+        let sig = vec![7u8; 70];
+        let body = |payload: &[u8], sig: &[u8], k: &LeafKey| {
+            serde_json::json!({"apiVersion": "0.0.2", "kind": "dsse", "spec": {"dsseV002": {
+                "payloadHash": {"algorithm": "SHA2_256",
+                    "digest": STANDARD.encode(Sha256::digest(payload))},
+                "signatures": [{"content": STANDARD.encode(sig), "verifier": {
+                    "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                    "publicKey": {"rawBytes": STANDARD.encode(k.to_spki_der())}}}]}}})
+        };
+        let content = Content::Dsse {
+            payload_type: PAYLOAD_TYPE.into(),
+            payload: payload.clone(),
+        };
+        let who = Verifier::Key(&key);
+        let check = |b: &serde_json::Value| check_v2_body(b, "dsse", &content, &[], &sig, &who);
+        check(&body(&payload, &sig, &key)).unwrap();
+        let e = check(&body(b"another", &sig, &key)).unwrap_err();
+        assert!(e.to_string().contains("payload digest"), "{e}");
+        let e = check(&body(&payload, &[8u8; 70], &key)).unwrap_err();
+        assert!(e.to_string().contains("signature or public key"), "{e}");
+        let e = check(&body(&payload, &sig, &other)).unwrap_err();
+        assert!(e.to_string().contains("signature or public key"), "{e}");
+        let mut old = body(&payload, &sig, &key);
+        old["apiVersion"] = "0.0.1".into();
+        assert!(check(&old).is_err());
+        let msg = Content::Message { sha256: [0; 32] };
+        let e =
+            check_v2_body(&body(&payload, &sig, &key), "dsse", &msg, &[], &sig, &who).unwrap_err();
+        assert!(e.to_string().contains("hashedrekord"), "{e}");
+    }
+
     #[test]
     fn log_names_are_url_hosts() {
         assert_eq!(
