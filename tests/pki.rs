@@ -552,7 +552,9 @@ fn vectors() -> PathBuf {
 /// One conformance case's outcome: `valid`, `invalid` (exit 1), `unsupported` or `error`
 /// (exit 2), with the message.
 fn conformance_outcome(case: &Path) -> (String, String) {
-    use hallmark::signing::sigstore::{verify_evidence, SigstorePolicy, TrustedRoot};
+    use hallmark::signing::sigstore::{
+        verify_evidence, SigstorePolicy, SigstoreSigner, TrustedRoot,
+    };
     use hallmark::signing::SigningError;
     let read = |p: PathBuf| std::fs::read(p).unwrap();
     let bundle = read(case.join("bundle.sigstore.json"));
@@ -576,16 +578,15 @@ fn conformance_outcome(case: &Path) -> (String, String) {
     } else {
         TrustedRoot::public_good()
     };
+    // `key.pub`: a managed-key case, verified with the key instead of an identity (a key
+    // that cannot be read is the case's outcome, as `verify --key` reports it).
+    let signer = match std::fs::read_to_string(case.join("key.pub")) {
+        Ok(pem) => SigstoreSigner::key_from_pem(&pem),
+        Err(_) => Ok(SigstoreSigner::Identity { identity, issuer }),
+    };
     let r = root.and_then(|root| {
-        verify_evidence(
-            &bundle,
-            Some(&artifact),
-            &SigstorePolicy {
-                root,
-                identity,
-                issuer,
-            },
-        )
+        let signer = signer?;
+        verify_evidence(&bundle, Some(&artifact), &SigstorePolicy { root, signer })
     });
     match r {
         Ok(_) => ("valid".into(), String::new()),
@@ -763,4 +764,159 @@ fn real_model_signing_certificate_bundle_is_refused_for_its_ca_leaf() {
         1,
         "the signing certificate is a CA certificate",
     );
+}
+
+/// Managed-key Sigstore bundles (conformance `managed-key-happy-path`): they verify with their
+/// key and report it as the signer; another key, an identity policy, or a key policy on a
+/// keyless bundle fail; the CLI takes the key as `--sigstore --key`.
+#[test]
+fn sigstore_managed_key_bundles_need_their_key() {
+    use hallmark::signing::sigstore::{
+        verify_evidence, SigstorePolicy, SigstoreSigner, TrustedRoot,
+    };
+    use hallmark::signing::Signer;
+    let fx = Fx::new();
+    let case = vectors().join("conformance/managed-key-happy-path");
+    let bundle = std::fs::read(case.join("bundle.sigstore.json")).unwrap();
+    let artifact = std::fs::read(vectors().join("conformance/a.txt")).unwrap();
+    let pem = std::fs::read_to_string(case.join("key.pub")).unwrap();
+    let policy = |signer| SigstorePolicy {
+        root: TrustedRoot::public_good().unwrap(),
+        signer,
+    };
+    let good = SigstoreSigner::key_from_pem(&pem).unwrap();
+    let v = verify_evidence(&bundle, Some(&artifact), &policy(good.clone())).unwrap();
+    let Signer::Key { hint } = &v.signer else {
+        panic!("{:?}", v.signer)
+    };
+    assert_eq!(hint, &v.key_hint);
+    assert_eq!(hint.len(), 64);
+    // Another artifact: the message digest no longer matches.
+    let e = verify_evidence(&bundle, Some(b"other\n"), &policy(good)).unwrap_err();
+    assert!(e.is_invalid_signature(), "{e}");
+    // Another, well-formed P-256 key.
+    assert!(
+        hm(&[&"keygen", &"--out", &fx.path("other"), &"--alg", &"p256"])
+            .status
+            .success()
+    );
+    let other_pub = fx.path("other.pub");
+    let other =
+        SigstoreSigner::key_from_pem(&std::fs::read_to_string(&other_pub).unwrap()).unwrap();
+    let e = verify_evidence(&bundle, Some(&artifact), &policy(other.clone())).unwrap_err();
+    assert!(e.is_invalid_signature(), "{e}");
+    assert!(
+        e.to_string().contains("does not verify with the given key"),
+        "{e}"
+    );
+    // An identity policy cannot accept a managed-key bundle.
+    let identity = SigstoreSigner::Identity {
+        identity: "someone@example.com".into(),
+        issuer: "https://accounts.google.com".into(),
+    };
+    let e = verify_evidence(&bundle, Some(&artifact), &policy(identity)).unwrap_err();
+    assert!(
+        e.is_invalid_signature() && e.to_string().contains("managed key"),
+        "{e}"
+    );
+    // A key policy cannot accept a keyless (Rekor v2) bundle.
+    let v2 = vectors().join("conformance/rekor2-happy-path");
+    let root = TrustedRoot::from_json(&std::fs::read(v2.join("trusted_root.json")).unwrap());
+    let e = verify_evidence(
+        &std::fs::read(v2.join("bundle.sigstore.json")).unwrap(),
+        Some(&artifact),
+        &SigstorePolicy {
+            root: root.unwrap(),
+            signer: other,
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not a managed key"), "{e}");
+    assert!(SigstoreSigner::key_from_pem(
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    )
+    .is_err());
+
+    // The CLI: a keyless OMS bundle under --key fails; --sigstore needs a signer.
+    let m = fx.path("v1.1.0");
+    copy_model(
+        &vectors().join("model-transparency/v1.1.0-sigstore"),
+        &m,
+        &[],
+    );
+    expect(
+        &hm(&[&"verify", &m, &"--sigstore", &"--key", &other_pub]),
+        1,
+        "not a managed key",
+    );
+    expect(
+        &hm(&[
+            &"verify",
+            &m,
+            &"--sigstore",
+            &"--key",
+            &fx.path("missing.pub"),
+        ]),
+        2,
+        "missing.pub",
+    );
+    expect(
+        &hm(&[&"verify", &m, &"--sigstore"]),
+        2,
+        "--sigstore needs --identity and --issuer, or --key",
+    );
+    let o = hm(&[
+        &"verify",
+        &m,
+        &"--sigstore",
+        &"--key",
+        &other_pub,
+        &"--identity",
+        &MT_IDENTITY,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+/// A Rekor v2 bundle: no integrated time, so the signer's time is the RFC 3161 timestamp's
+/// (2025-06-12T12:02:20Z), and the checkpoint must come from the log named by the trusted root.
+#[test]
+fn sigstore_rekor_v2_time_is_the_timestamp() {
+    use hallmark::signing::sigstore::{
+        verify_evidence, SigstorePolicy, SigstoreSigner, TrustedRoot,
+    };
+    use hallmark::signing::Signer;
+    let case = vectors().join("conformance/rekor2-happy-path");
+    let bundle = std::fs::read(case.join("bundle.sigstore.json")).unwrap();
+    let artifact = std::fs::read(vectors().join("conformance/a.txt")).unwrap();
+    let root_json = std::fs::read_to_string(case.join("trusted_root.json")).unwrap();
+    let policy = |root: &str| {
+        SigstorePolicy {
+        root: TrustedRoot::from_json(root.as_bytes()).unwrap(),
+        signer: SigstoreSigner::Identity {
+            identity: "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main".into(),
+            issuer: "https://token.actions.githubusercontent.com".into(),
+        },
+    }
+    };
+    let v = verify_evidence(&bundle, Some(&artifact), &policy(&root_json)).unwrap();
+    let Signer::Sigstore {
+        integrated_time,
+        log_index,
+        ..
+    } = v.signer
+    else {
+        panic!("{:?}", v.signer)
+    };
+    assert_eq!((integrated_time, log_index), (1_749_729_740, 735));
+    // The same key under another log name: the checkpoint's origin is not that log's.
+    let renamed = root_json.replace(
+        "https://log2025-alpha1.rekor.sigstage.dev",
+        "https://log2025-beta.rekor.example",
+    );
+    assert_ne!(renamed, root_json);
+    let e = verify_evidence(&bundle, Some(&artifact), &policy(&renamed)).unwrap_err();
+    assert!(e.to_string().contains("is not the log's name"), "{e}");
+    // Another artifact fails at the message digest.
+    let e = verify_evidence(&bundle, Some(b"x"), &policy(&root_json)).unwrap_err();
+    assert!(e.is_invalid_signature(), "{e}");
 }

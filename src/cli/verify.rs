@@ -19,10 +19,13 @@ pub struct Args {
     /// certificate must chain to one of them and be valid now.
     #[arg(long = "cert-chain", value_name = "CA.pem")]
     pub cert_chain: Vec<PathBuf>,
-    /// Verify a Sigstore keyless bundle offline (Fulcio certificate, Rekor entry); needs
-    /// --identity and --issuer.
-    #[arg(long, requires_all = ["identity", "issuer"])]
+    /// Verify a Sigstore bundle offline (Rekor v1 or v2 entry); needs --identity and
+    /// --issuer (keyless: a Fulcio certificate), or --key (a managed key).
+    #[arg(long)]
     pub sigstore: bool,
+    /// With --sigstore: the managed key (SPKI PEM) of a bundle signed without a certificate.
+    #[arg(long, value_name = "PUB.pem", requires = "sigstore", conflicts_with_all = ["identity", "issuer"])]
+    pub key: Option<PathBuf>,
     /// The signer's identity: a subject alternative name (email or URI) of the signing
     /// certificate.
     #[arg(long, value_name = "EMAIL|URI")]
@@ -271,12 +274,22 @@ impl Trust {
                 }
                 None => signing::sigstore::TrustedRoot::public_good()?,
             };
+            let signer = match (&a.key, &a.identity, &a.issuer) {
+                (Some(p), _, _) => {
+                    let pem = read_capped(p, 64 * 1024)?;
+                    signing::sigstore::SigstoreSigner::key_from_pem(&String::from_utf8_lossy(&pem))
+                        .with_context(|| fsutil::shown(p))?
+                }
+                (None, Some(identity), Some(issuer)) => {
+                    signing::sigstore::SigstoreSigner::Identity {
+                        identity: identity.clone(),
+                        issuer: issuer.clone(),
+                    }
+                }
+                _ => anyhow::bail!("--sigstore needs --identity and --issuer, or --key"),
+            };
             return Ok(Trust::Sigstore(Box::new(
-                signing::sigstore::SigstorePolicy {
-                    root,
-                    identity: a.identity.clone().unwrap_or_default(),
-                    issuer: a.issuer.clone().unwrap_or_default(),
-                },
+                signing::sigstore::SigstorePolicy { root, signer },
             )));
         }
         let mut roots = Vec::new();

@@ -68,7 +68,8 @@ pub enum Signer {
         fingerprint: String,
         /// Rekor log index of the entry.
         log_index: u64,
-        /// Time the log integrated the entry (seconds since the Unix epoch).
+        /// Time the log integrated the entry, or for a Rekor v2 entry (which records none) the
+        /// earliest RFC 3161 timestamp (seconds since the Unix epoch).
         integrated_time: u64,
     },
 }

@@ -1,24 +1,35 @@
-//! Sigstore keyless bundles, verified offline against a trusted root (`trusted_root.json`).
+//! Sigstore bundles, verified offline against a trusted root (`trusted_root.json`): keyless
+//! (a Fulcio certificate, checked against an identity policy) or signed with a managed key
+//! (the bundle names a public key by hint; the verifier supplies the key).
 //!
 //! The steps, each before the next (the numbers mark them in [`verify_evidence`]):
 //!
-//! 1. parse the bundle (media type v0.1–v0.3) and refuse what is not checked here: bare-key
-//!    material, RFC 3161 timestamps, Rekor v2 entries, more or fewer than one log entry;
-//! 2. the log entry: a log of the trusted root by key id; the signed entry timestamp (SET) over
-//!    the entry, which makes its integrated time a signed fact; the Merkle inclusion proof of
-//!    the entry's body up to the proof's root, and the signed checkpoint that commits the log
-//!    to that root (required from bundle v0.2 on; v0.1 bundles may carry the SET alone); the
-//!    log key valid at the integrated time, and that time not in the future;
-//! 3. the signing certificate: a path to a Fulcio CA of the trusted root valid at the
-//!    integrated time (rustls-webpki, code-signing EKU required), no root certificate carried in
-//!    the bundle, and at least one signed certificate timestamp (SCT) that verifies with a CT log
-//!    key of the trusted root;
-//! 4. the identity policy: a subject alternative name equal to the expected identity and the
-//!    Fulcio issuer extension (OID 1.3.6.1.4.1.57264.1.8, or the older .1.1) equal to the
-//!    expected issuer;
-//! 5. the signature with the certificate's key (DSSE PAE, or the artifact for a message
-//!    signature), and the log entry's body describing exactly this signature, certificate
-//!    and payload/artifact (kinds `hashedrekord` 0.0.1, `dsse` 0.0.1, `intoto` 0.0.2).
+//! 1. parse the bundle (media type v0.1–v0.3); its signer must be the kind the policy expects
+//!    (certificate or managed key); exactly one log entry;
+//! 2. the log entry: a log of the trusted root by key id, then
+//!    - Rekor v1 (`hashedrekord` 0.0.1, `dsse` 0.0.1, `intoto` 0.0.2): the signed entry
+//!      timestamp (SET) over the entry, which makes its integrated time a signed fact; the
+//!      Merkle inclusion proof of the entry's body up to the proof's root, and the signed
+//!      checkpoint that commits the log to that root (required from bundle v0.2 on; v0.1
+//!      bundles may carry the SET alone); the integrated time not in the future;
+//!    - Rekor v2 (`hashedrekord`/`dsse` 0.0.2): no SET and no integrated time, so the
+//!      inclusion proof and its checkpoint are required, and the checkpoint must be a signed
+//!      note whose origin is the log's name (its URL's host) with a signature line of that
+//!      name by the log's key (witness cosignatures are ignored);
+//!
+//!    then every RFC 3161 timestamp (a v2 entry needs one: its time is the signing time), and
+//!    the log key valid at the signing time (the integrated time, else the earliest timestamp);
+//! 3. keyless only: the signing certificate valid at every timestamp, a path to a Fulcio CA of
+//!    the trusted root valid at the signing time (rustls-webpki, code-signing EKU required),
+//!    no root certificate carried in the bundle, and at least one signed certificate timestamp
+//!    (SCT) that verifies with a CT log key of the trusted root;
+//! 4. keyless only, the identity policy: a subject alternative name equal to the expected
+//!    identity and the Fulcio issuer extension (OID 1.3.6.1.4.1.57264.1.8, or the older .1.1)
+//!    equal to the expected issuer;
+//! 5. the signature with the certificate's (or the managed) key (DSSE PAE, or the artifact for
+//!    a message signature), and the log entry's body describing exactly this signature,
+//!    certificate or key and payload/artifact (a v2 hashedrekord of a DSSE envelope records
+//!    the SHA-256 of its PAE).
 //!
 //! Built on x509-cert (decoding), rustls-webpki (path validation), p256/p384/ed25519-dalek
 //! (signatures) and sha2; the Merkle and checkpoint checks follow RFC 9162 §2.1.3.2 and the
@@ -96,6 +107,8 @@ struct LogKey {
     key_id: Vec<u8>,
     key: LeafKey,
     valid: Validity,
+    /// Host of the log's base URL: a Rekor v2 log's checkpoint origin and signer name.
+    name: Option<String>,
 }
 
 /// One Fulcio certificate authority: its chain (root last) and validity.
@@ -133,6 +146,7 @@ struct RawRoot {
 struct RawLog {
     public_key: RawPublicKey,
     log_id: RawLogId,
+    base_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +247,15 @@ fn validity(v: Option<RawValidity>, what: &str) -> Result<Validity, SigningError
     Ok(Validity { start, end })
 }
 
+/// The host of an `http(s)://host[:port][/path]` URL.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let host = rest.split(['/', ':']).next()?;
+    (!host.is_empty()).then(|| host.to_string())
+}
+
 fn log_keys(raw: Vec<RawLog>, what: &str) -> Result<Vec<LogKey>, SigningError> {
     let bad = |m: String| SigningError::Bundle(format!("trusted root: {m}"));
     let mut out = Vec::new();
@@ -247,7 +270,13 @@ fn log_keys(raw: Vec<RawLog>, what: &str) -> Result<Vec<LogKey>, SigningError> {
             .ok_or_else(|| bad(format!("{what}: key missing or not base64")))?;
         // A key type hallmark cannot use (RSA) makes that one log unusable, not the root.
         if let Ok(key) = LeafKey::from_spki_der(&der) {
-            out.push(LogKey { key_id, key, valid });
+            let name = l.base_url.as_deref().and_then(url_host);
+            out.push(LogKey {
+                key_id,
+                key,
+                valid,
+                name,
+            });
         }
     }
     Ok(out)
@@ -305,10 +334,98 @@ impl TrustedRoot {
 pub struct SigstorePolicy {
     /// The trusted root.
     pub root: TrustedRoot,
-    /// Expected identity: a subject alternative name (email or URI) of the certificate.
-    pub identity: String,
-    /// Expected OIDC issuer, as Fulcio recorded it.
-    pub issuer: String,
+    /// Who must have signed.
+    pub signer: SigstoreSigner,
+}
+
+/// The signer a [`SigstorePolicy`] expects.
+#[derive(Clone, Debug)]
+pub enum SigstoreSigner {
+    /// Keyless: a Fulcio certificate for this identity, issued on a token from this issuer.
+    Identity {
+        /// A subject alternative name (email or URI) of the certificate.
+        identity: String,
+        /// The OIDC issuer, as Fulcio recorded it.
+        issuer: String,
+    },
+    /// A managed key: the bundle names a public key (by hint) instead of a certificate.
+    Key(LeafKey),
+}
+
+impl SigstoreSigner {
+    /// A managed key from its SPKI PEM text (ECDSA P-256/P-384 or Ed25519).
+    pub fn key_from_pem(pem: &str) -> Result<Self, SigningError> {
+        let der = spki_pem_der(pem).ok_or_else(|| {
+            SigningError::Key(
+                "not a readable SPKI PEM public key (`BEGIN PUBLIC KEY`, base64 DER)".into(),
+            )
+        })?;
+        let key = LeafKey::from_spki_der(&der).map_err(|_| {
+            SigningError::Key("not an ECDSA P-256/P-384 or Ed25519 public key".into())
+        })?;
+        Ok(SigstoreSigner::Key(key))
+    }
+}
+
+/// DER of a `PUBLIC KEY` PEM block.
+fn spki_pem_der(pem: &str) -> Option<Vec<u8>> {
+    let body = pem
+        .trim()
+        .strip_prefix("-----BEGIN PUBLIC KEY-----")?
+        .strip_suffix("-----END PUBLIC KEY-----")?;
+    let compact: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
+}
+
+/// What the log entry must name as the signer's verifier.
+enum Verifier<'a> {
+    /// The signing certificate (DER).
+    Cert(&'a [u8]),
+    /// The managed key.
+    Key(&'a LeafKey),
+}
+
+impl Verifier<'_> {
+    /// A Rekor v1 entry's base64 PEM (a certificate, or a public key for a managed key).
+    fn is_pem_b64(&self, s: Option<&str>) -> bool {
+        let Some(s) = s else { return false };
+        match self {
+            Verifier::Cert(der) => pem_b64_to_der(s).as_deref() == Some(der),
+            Verifier::Key(k) => b64(s)
+                .and_then(|p| String::from_utf8(p).ok())
+                .and_then(|p| spki_pem_der(&p))
+                .is_some_and(|d| same_key(k, &d)),
+        }
+    }
+
+    /// A Rekor v2 entry's verifier (`x509Certificate` or `publicKey`, DER in `rawBytes`).
+    fn is_v2(&self, v: &serde_json::Value) -> bool {
+        match self {
+            Verifier::Cert(der) => {
+                str_at(v, &["x509Certificate", "rawBytes"])
+                    .and_then(b64)
+                    .as_deref()
+                    == Some(der)
+            }
+            Verifier::Key(k) => str_at(v, &["publicKey", "rawBytes"])
+                .and_then(b64)
+                .is_some_and(|d| same_key(k, &d)),
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        match self {
+            Verifier::Cert(_) => "certificate",
+            Verifier::Key(_) => "public key",
+        }
+    }
+}
+
+/// The key of a DER SPKI is `k` (compared re-encoded, so equal keys in other encodings match).
+fn same_key(k: &LeafKey, spki: &[u8]) -> bool {
+    LeafKey::from_spki_der(spki).is_ok_and(|o| o.to_spki_der() == k.to_spki_der())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,10 +616,27 @@ fn verify_evidence_at(
     let vm = b
         .verification_material
         .ok_or_else(|| bad("no verificationMaterial"))?;
-    if vm.public_key.is_some() {
-        return Err(SigningError::Unsupported(
-            "a Sigstore bundle signed with a managed key (not a certificate)".into(),
+    if vm.public_key.is_some() && (vm.certificate.is_some() || vm.x509_certificate_chain.is_some())
+    {
+        return Err(bad(
+            "verification material holds both a key and a certificate",
         ));
+    }
+    // The signer the policy expects must be the kind the bundle names.
+    match (&policy.signer, vm.public_key.is_some()) {
+        (SigstoreSigner::Identity { .. }, true) => {
+            return Err(fail(
+                "the bundle is signed with a managed key, not a Fulcio certificate, so it proves \
+                 no identity (verify it with the key)",
+            ))
+        }
+        (SigstoreSigner::Key(_), false) => {
+            return Err(fail(
+                "the bundle is signed with a Fulcio certificate, not a managed key (verify it \
+                 with an identity and issuer)",
+            ))
+        }
+        _ => {}
     }
     let timestamps: Vec<Vec<u8>> = vm
         .timestamp_verification_data
@@ -512,33 +646,48 @@ fn verify_evidence_at(
         .map(|t| b64(&t.signed_timestamp))
         .collect::<Option<_>>()
         .ok_or_else(|| bad("signed timestamp not base64"))?;
-    let certs: Vec<Vec<u8>> = match (vm.certificate, vm.x509_certificate_chain) {
-        (Some(c), None) => vec![c
-            .raw_bytes
-            .as_deref()
-            .and_then(b64)
-            .ok_or_else(|| bad("certificate missing or not base64"))?],
-        (None, Some(chain)) => chain
-            .certificates
-            .iter()
-            .map(|c| c.raw_bytes.as_deref().and_then(b64))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("certificate not base64"))?,
-        _ => return Err(bad("verification material holds no certificate")),
-    };
-    let Some((leaf_der, extra)) = certs.split_first() else {
-        return Err(bad("empty certificate chain"));
-    };
-    let leaf = LeafInfo::parse(leaf_der)?;
-    for c in extra {
-        let x = LeafInfo::parse(c)?;
-        if x.subject == x.issuer {
-            return Err(fail(
-                "the bundle's certificate chain carries a root certificate (roots come only \
-                 from the trusted root)",
-            ));
+    // The certificate (keyless) or nothing (managed key: the policy holds the key).
+    let leaf = match &policy.signer {
+        SigstoreSigner::Key(_) => None,
+        SigstoreSigner::Identity { .. } => {
+            let certs: Vec<Vec<u8>> = match (vm.certificate, vm.x509_certificate_chain) {
+                (Some(c), None) => vec![c
+                    .raw_bytes
+                    .as_deref()
+                    .and_then(b64)
+                    .ok_or_else(|| bad("certificate missing or not base64"))?],
+                (None, Some(chain)) => chain
+                    .certificates
+                    .iter()
+                    .map(|c| c.raw_bytes.as_deref().and_then(b64))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad("certificate not base64"))?,
+                _ => return Err(bad("verification material holds no certificate")),
+            };
+            let Some((leaf_der, extra)) = certs.split_first() else {
+                return Err(bad("empty certificate chain"));
+            };
+            let leaf = LeafInfo::parse(leaf_der)?;
+            for c in extra {
+                let x = LeafInfo::parse(c)?;
+                if x.subject == x.issuer {
+                    return Err(fail(
+                        "the bundle's certificate chain carries a root certificate (roots come \
+                         only from the trusted root)",
+                    ));
+                }
+            }
+            Some((leaf_der.clone(), leaf))
         }
-    }
+    };
+    // What the log entry must name, and the key the signature must verify with.
+    let (who, signing_key) = match (&leaf, &policy.signer) {
+        (Some((der, l)), _) => (Verifier::Cert(der), &l.key),
+        (None, SigstoreSigner::Key(k)) => (Verifier::Key(k), k),
+        (None, SigstoreSigner::Identity { .. }) => {
+            return Err(bad("verification material holds no certificate"))
+        }
+    };
     if vm.tlog_entries.len() != 1 {
         return Err(fail(format!(
             "the bundle holds {} transparency-log entries; exactly one is required",
@@ -550,15 +699,17 @@ fn verify_evidence_at(
         .kind_version
         .as_ref()
         .ok_or_else(|| bad("log entry has no kindVersion"))?;
-    if !matches!(
-        (kv.kind.as_str(), kv.version.as_str()),
-        ("hashedrekord", "0.0.1") | ("dsse", "0.0.1") | ("intoto", "0.0.2")
-    ) {
-        return Err(SigningError::Unsupported(format!(
-            "log entry kind {} {} (Rekor v2 entries are not implemented)",
-            kv.kind, kv.version
-        )));
-    }
+    // Rekor v2 (tile-backed) entries: no signed entry timestamp, no integrated time.
+    let rekor_v2 = match (kv.kind.as_str(), kv.version.as_str()) {
+        ("hashedrekord", "0.0.1") | ("dsse", "0.0.1") | ("intoto", "0.0.2") => false,
+        ("hashedrekord", "0.0.2") | ("dsse", "0.0.2") => true,
+        _ => {
+            return Err(SigningError::Unsupported(format!(
+                "log entry kind {} {}",
+                kv.kind, kv.version
+            )))
+        }
+    };
     // Content: exactly one of a DSSE envelope and a message signature.
     let (content, signature) = match (b.dsse_envelope, b.message_signature) {
         (Some(env), None) => {
@@ -626,147 +777,209 @@ fn verify_evidence_at(
         .iter()
         .find(|l| l.key_id == key_id)
         .ok_or_else(|| fail("the log entry is from a log the trusted root does not list"))?;
-    let integrated = entry
-        .integrated_time
-        .as_ref()
-        .and_then(Int::get)
-        .filter(|t| *t > 0)
-        .ok_or_else(|| fail("the log entry has no integrated time"))?;
-    let promise = entry.inclusion_promise.as_ref().ok_or_else(|| {
-        fail("the log entry has no signed entry timestamp, so its time is not signed")
-    })?;
-    // The SET signs the canonical JSON (sorted keys, no spaces) of the entry.
-    let mut set_doc = BTreeMap::new();
-    set_doc.insert("body", serde_json::json!(body_b64));
-    set_doc.insert("integratedTime", serde_json::json!(integrated));
-    set_doc.insert("logID", serde_json::json!(hex::encode(&key_id)));
-    set_doc.insert("logIndex", serde_json::json!(log_index));
-    let set_msg = serde_json::to_vec(&set_doc).map_err(|e| fail(e.to_string()))?;
-    let set_sig = b64(&promise.signed_entry_timestamp).ok_or_else(|| bad("SET not base64"))?;
-    if !log.key.verify(&set_msg, &set_sig) {
-        return Err(fail(
-            "the signed entry timestamp does not verify with the log's key",
-        ));
-    }
-    match &entry.inclusion_proof {
-        Some(p) => check_inclusion(p, &body, log)?,
-        None if version >= 2 => {
+    let integrated = if rekor_v2 {
+        // A Rekor v2 log signs only checkpoints; the time must come from a timestamp authority.
+        let p = entry.inclusion_proof.as_ref().ok_or_else(|| {
+            fail("the Rekor v2 log entry has no inclusion proof, which is its only log evidence")
+        })?;
+        check_inclusion(p, &body, log, true)?;
+        None
+    } else {
+        let integrated = entry
+            .integrated_time
+            .as_ref()
+            .and_then(Int::get)
+            .filter(|t| *t > 0)
+            .ok_or_else(|| fail("the log entry has no integrated time"))?;
+        let promise = entry.inclusion_promise.as_ref().ok_or_else(|| {
+            fail("the log entry has no signed entry timestamp, so its time is not signed")
+        })?;
+        // The SET signs the canonical JSON (sorted keys, no spaces) of the entry.
+        let mut set_doc = BTreeMap::new();
+        set_doc.insert("body", serde_json::json!(body_b64));
+        set_doc.insert("integratedTime", serde_json::json!(integrated));
+        set_doc.insert("logID", serde_json::json!(hex::encode(&key_id)));
+        set_doc.insert("logIndex", serde_json::json!(log_index));
+        let set_msg = serde_json::to_vec(&set_doc).map_err(|e| fail(e.to_string()))?;
+        let set_sig = b64(&promise.signed_entry_timestamp).ok_or_else(|| bad("SET not base64"))?;
+        if !log.key.verify(&set_msg, &set_sig) {
             return Err(fail(
-                "the log entry has no inclusion proof (required from bundle v0.2)",
-            ))
+                "the signed entry timestamp does not verify with the log's key",
+            ));
         }
-        None => {}
-    }
-    let t_ms = integrated.saturating_mul(1000);
-    if !log.valid.contains(t_ms) {
-        return Err(fail(
-            "the log's key was not valid at the entry's integrated time",
-        ));
-    }
-    if integrated as u64 > now {
-        return Err(fail(format!(
-            "the entry's integrated time {} is in the future",
-            pki::rfc3339(integrated as u64)
-        )));
-    }
-
-    // 3. The certificate: path to a Fulcio CA at the integrated time, then an SCT.
-    let mut issuer_spki = None;
-    let mut last_err = fail("the trusted root lists no certificate authority valid at that time");
-    for ca in policy.root.cas.iter().filter(|c| c.valid.contains(t_ms)) {
-        let Some((root, inter)) = ca.chain.split_last() else {
-            continue;
-        };
-        match pki::validate_path(
-            leaf_der,
-            inter,
-            std::slice::from_ref(root),
-            integrated as u64,
-            pki::EkuPolicy::CodeSigning,
-        ) {
-            Ok(spki) => {
-                issuer_spki = Some(spki);
-                break;
+        match &entry.inclusion_proof {
+            Some(p) => check_inclusion(p, &body, log, false)?,
+            None if version >= 2 => {
+                return Err(fail(
+                    "the log entry has no inclusion proof (required from bundle v0.2)",
+                ))
             }
-            Err(e) => last_err = e,
+            None => {}
         }
-    }
-    let issuer_spki = issuer_spki.ok_or(last_err)?;
-    check_sct(&leaf, &issuer_spki, &policy.root)?;
-    // Every RFC 3161 timestamp must verify, and the certificate be valid at its time too.
-    for ts in &timestamps {
-        let t = tsa::verify_timestamp(ts, &signature, &policy.root.tsas)?;
-        if t < leaf.not_before || t > leaf.not_after {
+        if integrated as u64 > now {
             return Err(fail(format!(
-                "the RFC 3161 timestamp ({}) is outside the signing certificate's validity",
-                pki::rfc3339(t)
+                "the entry's integrated time {} is in the future",
+                pki::rfc3339(integrated as u64)
             )));
         }
+        Some(integrated as u64)
+    };
+    // Every RFC 3161 timestamp must verify; a Rekor v2 entry needs at least one.
+    let mut stamped = Vec::new();
+    for ts in &timestamps {
+        stamped.push(tsa::verify_timestamp(ts, &signature, &policy.root.tsas)?);
+    }
+    let t = match (integrated, stamped.iter().min()) {
+        (Some(t), _) => t,
+        (None, Some(t)) => *t,
+        (None, None) => {
+            return Err(fail(
+                "the Rekor v2 entry records no time and the bundle carries no RFC 3161 \
+                 timestamp, so nothing says when it was signed",
+            ))
+        }
+    };
+    let t_ms = (t as i64).saturating_mul(1000);
+    if !log.valid.contains(t_ms) {
+        return Err(fail(format!(
+            "the log's key was not valid at the entry's time ({})",
+            pki::rfc3339(t)
+        )));
     }
 
-    // 4. Identity policy.
-    if !leaf.has_identity(&policy.identity) {
-        return Err(SigningError::Identity(format!(
-            "the certificate is for [{}], not `{}`",
-            leaf.sans
-                .iter()
-                .map(|s| s.value().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            policy.identity
-        )));
-    }
-    let issuer = fulcio_issuer(&leaf)?;
-    if issuer != policy.issuer {
-        return Err(SigningError::Identity(format!(
-            "the certificate's OIDC issuer is `{issuer}`, not `{}`",
-            policy.issuer
-        )));
+    // 3. The certificate: valid at every timestamp, a path to a Fulcio CA at the signing
+    //    time, then an SCT. 4. The identity policy. (Neither for a managed key.)
+    let mut signer_info = None;
+    if let (Some((leaf_der, leaf)), SigstoreSigner::Identity { identity, issuer }) =
+        (&leaf, &policy.signer)
+    {
+        let outside = |ts: u64| ts < leaf.not_before || ts > leaf.not_after;
+        // Rekor v2: the timestamps are the only time, so check them before the path.
+        if rekor_v2 {
+            if let Some(ts) = stamped.iter().find(|ts| outside(**ts)) {
+                return Err(fail(format!(
+                    "the RFC 3161 timestamp ({}) is outside the signing certificate's validity",
+                    pki::rfc3339(*ts)
+                )));
+            }
+        }
+        let mut issuer_spki = None;
+        let mut last_err =
+            fail("the trusted root lists no certificate authority valid at that time");
+        for ca in policy.root.cas.iter().filter(|c| c.valid.contains(t_ms)) {
+            let Some((root, inter)) = ca.chain.split_last() else {
+                continue;
+            };
+            match pki::validate_path(
+                leaf_der,
+                inter,
+                std::slice::from_ref(root),
+                t,
+                pki::EkuPolicy::CodeSigning,
+            ) {
+                Ok(spki) => {
+                    issuer_spki = Some(spki);
+                    break;
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        let issuer_spki = issuer_spki.ok_or(last_err)?;
+        check_sct(leaf, &issuer_spki, &policy.root)?;
+        if let Some(ts) = stamped.iter().find(|ts| outside(**ts)) {
+            return Err(fail(format!(
+                "the RFC 3161 timestamp ({}) is outside the signing certificate's validity",
+                pki::rfc3339(*ts)
+            )));
+        }
+        if !leaf.has_identity(identity) {
+            return Err(SigningError::Identity(format!(
+                "the certificate is for [{}], not `{identity}`",
+                leaf.sans
+                    .iter()
+                    .map(|s| s.value().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )));
+        }
+        let got = fulcio_issuer(leaf)?;
+        if &got != issuer {
+            return Err(SigningError::Identity(format!(
+                "the certificate's OIDC issuer is `{got}`, not `{issuer}`"
+            )));
+        }
+        signer_info = Some((identity.clone(), got, leaf.fingerprint.clone()));
     }
 
     // 5. The signature, and the log entry describing exactly it.
     let body: serde_json::Value =
         serde_json::from_slice(&body).map_err(|_| fail("the log entry's body is not JSON"))?;
+    let whose = match who {
+        Verifier::Cert(_) => "certificate's",
+        Verifier::Key(_) => "given",
+    };
     match &content {
         Content::Dsse {
             payload_type,
             payload,
         } => {
-            if !leaf.key.verify(&pae(payload_type, payload), &signature) {
-                return Err(fail(
-                    "the DSSE signature does not verify with the certificate's key",
-                ));
+            let signed = pae(payload_type, payload);
+            if !signing_key.verify(&signed, &signature) {
+                return Err(fail(format!(
+                    "the DSSE signature does not verify with the {whose} key"
+                )));
             }
-            check_dsse_body(&body, &kv.kind, payload_type, payload, &signature, leaf_der)?;
+            if rekor_v2 {
+                check_v2_body(&body, &kv.kind, &content, &signed, &signature, &who)?;
+            } else {
+                check_dsse_body(&body, &kv.kind, payload_type, payload, &signature, &who)?;
+            }
             if let Some(art) = artifact {
                 check_subject(payload_type, payload, art)?;
             }
         }
         Content::Message { sha256 } => {
-            if !leaf.key.verify_prehash(sha256, &signature) {
-                return Err(fail(
-                    "the signature does not verify with the certificate's key",
-                ));
+            if !signing_key.verify_prehash(sha256, &signature) {
+                return Err(fail(format!(
+                    "the signature does not verify with the {whose} key"
+                )));
             }
-            check_hashedrekord_body(&body, &kv.kind, sha256, &signature, leaf_der)?;
+            if rekor_v2 {
+                check_v2_body(&body, &kv.kind, &content, &[], &signature, &who)?;
+            } else {
+                check_hashedrekord_body(&body, &kv.kind, sha256, &signature, &who)?;
+            }
         }
     }
-    let spki = leaf.key.to_spki_der();
+    let spki = signing_key.to_spki_der();
+    let key_hint = hex::encode(Sha256::digest(super::verify::spki_pem(&spki)));
+    let signer = match signer_info {
+        Some((identity, issuer, fingerprint)) => Signer::Sigstore {
+            identity,
+            issuer,
+            fingerprint,
+            log_index: log_index as u64,
+            integrated_time: t,
+        },
+        None => Signer::Key {
+            hint: key_hint.clone(),
+        },
+    };
     Ok(SigstoreVerified {
         content,
-        key_hint: hex::encode(Sha256::digest(super::verify::spki_pem(&spki))),
-        signer: Signer::Sigstore {
-            identity: policy.identity.clone(),
-            issuer,
-            fingerprint: leaf.fingerprint.clone(),
-            log_index: log_index as u64,
-            integrated_time: integrated as u64,
-        },
+        key_hint,
+        signer,
     })
 }
 
 /// The Merkle inclusion proof (RFC 9162 §2.1.3.2) and the checkpoint that signs its root.
-fn check_inclusion(p: &SProof, body: &[u8], log: &LogKey) -> Result<(), SigningError> {
+/// `rekor_v2`: the checkpoint must name the log (origin and signer: the host of its URL).
+fn check_inclusion(
+    p: &SProof,
+    body: &[u8],
+    log: &LogKey,
+    rekor_v2: bool,
+) -> Result<(), SigningError> {
     let bad = |m: &str| SigningError::Bundle(m.to_string());
     let index = p
         .log_index
@@ -804,7 +1017,8 @@ fn check_inclusion(p: &SProof, body: &[u8], log: &LogKey) -> Result<(), SigningE
     let cp = p.checkpoint.as_ref().ok_or_else(|| {
         fail("the inclusion proof has no checkpoint, so nothing signs its root hash")
     })?;
-    let (cp_size, cp_root) = check_checkpoint(&cp.envelope, log)?;
+    let name = if rekor_v2 { log.name.as_deref() } else { None };
+    let (cp_size, cp_root) = check_checkpoint(&cp.envelope, log, name)?;
     if cp_size != size as u64 || cp_root != root {
         return Err(fail(
             "the checkpoint is for another tree than the inclusion proof",
@@ -846,18 +1060,30 @@ fn merkle_root(index: u64, size: u64, leaf: [u8; 32], proof: &[Vec<u8>]) -> Opti
 }
 
 /// A signed note (`origin\nsize\nroot\n[...]\n\n— name base64(keyhint‖sig)\n`): at least one
-/// signature whose 4-byte key hint is the log's and that verifies with the log's key. Returns
-/// (tree size, root hash).
-fn check_checkpoint(note: &str, log: &LogKey) -> Result<(u64, Vec<u8>), SigningError> {
+/// signature whose 4-byte key hint is the log's and that verifies with the log's key; other
+/// lines (witness cosignatures, unknown keys) are ignored. With `name` (a Rekor v2 log, whose
+/// key id is the note key hash over its name), the origin and the signature's name must be
+/// it. Returns (tree size, root hash).
+fn check_checkpoint(
+    note: &str,
+    log: &LogKey,
+    name: Option<&str>,
+) -> Result<(u64, Vec<u8>), SigningError> {
     let (text, sigs) = note
         .split_once("\n\n")
         .ok_or_else(|| fail("the checkpoint is not a signed note"))?;
     let signed = format!("{text}\n");
     let mut lines = text.split('\n');
-    let _origin = lines
+    let origin = lines
         .next()
         .filter(|o| !o.is_empty())
         .ok_or_else(|| fail("the checkpoint has no origin"))?;
+    if let Some(n) = name.filter(|n| *n != origin) {
+        return Err(fail(format!(
+            "the checkpoint's origin `{}` is not the log's name `{n}`",
+            origin.escape_debug()
+        )));
+    }
     let size: u64 = lines
         .next()
         .and_then(|s| s.parse().ok())
@@ -873,9 +1099,12 @@ fn check_checkpoint(note: &str, log: &LogKey) -> Result<(u64, Vec<u8>), SigningE
         let Some(rest) = line.strip_prefix("\u{2014} ") else {
             continue;
         };
-        let Some((_name, sig)) = rest.rsplit_once(' ') else {
+        let Some((signer, sig)) = rest.rsplit_once(' ') else {
             continue;
         };
+        if name.is_some_and(|n| n != signer) {
+            continue;
+        }
         let Some(raw) = b64(sig).filter(|r| r.len() > 4) else {
             continue;
         };
@@ -1010,7 +1239,7 @@ fn check_hashedrekord_body(
     kind: &str,
     sha256: &[u8; 32],
     sig: &[u8],
-    leaf: &[u8],
+    who: &Verifier,
 ) -> Result<(), SigningError> {
     check_kind(body, kind)?;
     if kind != "hashedrekord" {
@@ -1031,10 +1260,8 @@ fn check_hashedrekord_body(
     {
         return Err(mismatch("signature"));
     }
-    let cert =
-        str_at(body, &["spec", "signature", "publicKey", "content"]).and_then(pem_b64_to_der);
-    if cert.as_deref() != Some(leaf) {
-        return Err(mismatch("certificate"));
+    if !who.is_pem_b64(str_at(body, &["spec", "signature", "publicKey", "content"])) {
+        return Err(mismatch(who.what()));
     }
     Ok(())
 }
@@ -1045,7 +1272,7 @@ fn check_dsse_body(
     payload_type: &str,
     payload: &[u8],
     sig: &[u8],
-    leaf: &[u8],
+    who: &Verifier,
 ) -> Result<(), SigningError> {
     check_kind(body, kind)?;
     let mismatch = |what: &str| fail(format!("the log entry's {what} is not the bundle's"));
@@ -1062,12 +1289,9 @@ fn check_dsse_body(
                 .map_or(&[][..], |v| v.as_slice());
             let ok = sigs.len() == 1
                 && str_at(&sigs[0], &["signature"]).and_then(b64).as_deref() == Some(sig)
-                && str_at(&sigs[0], &["verifier"])
-                    .and_then(pem_b64_to_der)
-                    .as_deref()
-                    == Some(leaf);
+                && who.is_pem_b64(str_at(&sigs[0], &["verifier"]));
             if !ok {
-                return Err(mismatch("signature or certificate"));
+                return Err(mismatch(&format!("signature or {}", who.what())));
             }
         }
         "intoto" => {
@@ -1087,17 +1311,82 @@ fn check_dsse_body(
             let want = base64::engine::general_purpose::STANDARD.encode(sig);
             let ok = sigs.len() == 1
                 && str_at(&sigs[0], &["sig"]).and_then(b64).as_deref() == Some(want.as_bytes())
-                && str_at(&sigs[0], &["publicKey"])
-                    .and_then(pem_b64_to_der)
-                    .as_deref()
-                    == Some(leaf);
+                && who.is_pem_b64(str_at(&sigs[0], &["publicKey"]));
             if !ok {
-                return Err(mismatch("signature or certificate"));
+                return Err(mismatch(&format!("signature or {}", who.what())));
             }
         }
         _ => {
             return Err(fail(
                 "a DSSE envelope must be logged as a dsse or intoto entry",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// A Rekor v2 entry body (`hashedrekord` or `dsse` 0.0.2) describes exactly this signature,
+/// signer and content. A DSSE envelope may be logged as a hashedrekord over the SHA-256 of its
+/// PAE (`pae`), or as a dsse entry over the SHA-256 of its payload.
+fn check_v2_body(
+    body: &serde_json::Value,
+    kind: &str,
+    content: &Content,
+    pae: &[u8],
+    sig: &[u8],
+    who: &Verifier,
+) -> Result<(), SigningError> {
+    check_kind(body, kind)?;
+    let mismatch = |what: &str| fail(format!("the log entry's {what} is not the bundle's"));
+    if str_at(body, &["apiVersion"]) != Some("0.0.2") {
+        return Err(fail(
+            "the log entry's body is of another version than the entry says",
+        ));
+    }
+    let digest_is = |v: &serde_json::Value, want: &[u8]| {
+        str_at(v, &["algorithm"]) == Some("SHA2_256")
+            && str_at(v, &["digest"]).and_then(b64).as_deref() == Some(want)
+    };
+    match (kind, content) {
+        ("hashedrekord", _) => {
+            let spec = &body["spec"]["hashedRekordV002"];
+            let (want, what): ([u8; 32], _) = match content {
+                Content::Message { sha256 } => (*sha256, "artifact digest"),
+                Content::Dsse { .. } => (Sha256::digest(pae).into(), "digest of the DSSE envelope"),
+            };
+            if !digest_is(&spec["data"], &want) {
+                return Err(mismatch(what));
+            }
+            if str_at(spec, &["signature", "content"])
+                .and_then(b64)
+                .as_deref()
+                != Some(sig)
+            {
+                return Err(mismatch("signature"));
+            }
+            if !who.is_v2(&spec["signature"]["verifier"]) {
+                return Err(mismatch(who.what()));
+            }
+        }
+        ("dsse", Content::Dsse { payload, .. }) => {
+            let spec = &body["spec"]["dsseV002"];
+            let want: [u8; 32] = Sha256::digest(payload).into();
+            if !digest_is(&spec["payloadHash"], &want) {
+                return Err(mismatch("payload digest"));
+            }
+            let sigs = spec["signatures"]
+                .as_array()
+                .map_or(&[][..], |v| v.as_slice());
+            let ok = sigs.len() == 1
+                && str_at(&sigs[0], &["content"]).and_then(b64).as_deref() == Some(sig)
+                && who.is_v2(&sigs[0]["verifier"]);
+            if !ok {
+                return Err(mismatch(&format!("signature or {}", who.what())));
+            }
+        }
+        _ => {
+            return Err(fail(
+                "a message signature must be logged as a hashedrekord entry",
             ))
         }
     }
@@ -1228,6 +1517,62 @@ mod tests {
             let short = &p[..p.len().saturating_sub(1)];
             assert!(merkle_root(i as u64, 5, *leaf, short).is_none_or(|r| r != root));
         }
+    }
+
+    /// `dsse` 0.0.2 entries (no conformance case has one): the body must name this payload,
+    /// signature and key, and a message signature cannot be logged as one.
+    #[test]
+    fn rekor_v2_dsse_bodies_must_match() {
+        use base64::engine::general_purpose::STANDARD;
+        let key_of = |b: u8| {
+            let sk = p256::ecdsa::SigningKey::from_bytes(&[b; 32].into()).unwrap();
+            LeafKey::P256(*sk.verifying_key())
+        };
+        let (key, other) = (key_of(1), key_of(2));
+        let payload = b"{\"_type\":\"https://in-toto.io/Statement/v1\"}".to_vec();
+        let sig = vec![7u8; 70];
+        let body = |payload: &[u8], sig: &[u8], k: &LeafKey| {
+            serde_json::json!({"apiVersion": "0.0.2", "kind": "dsse", "spec": {"dsseV002": {
+                "payloadHash": {"algorithm": "SHA2_256",
+                    "digest": STANDARD.encode(Sha256::digest(payload))},
+                "signatures": [{"content": STANDARD.encode(sig), "verifier": {
+                    "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                    "publicKey": {"rawBytes": STANDARD.encode(k.to_spki_der())}}}]}}})
+        };
+        let content = Content::Dsse {
+            payload_type: PAYLOAD_TYPE.into(),
+            payload: payload.clone(),
+        };
+        let who = Verifier::Key(&key);
+        let check = |b: &serde_json::Value| check_v2_body(b, "dsse", &content, &[], &sig, &who);
+        check(&body(&payload, &sig, &key)).unwrap();
+        let e = check(&body(b"another", &sig, &key)).unwrap_err();
+        assert!(e.to_string().contains("payload digest"), "{e}");
+        let e = check(&body(&payload, &[8u8; 70], &key)).unwrap_err();
+        assert!(e.to_string().contains("signature or public key"), "{e}");
+        let e = check(&body(&payload, &sig, &other)).unwrap_err();
+        assert!(e.to_string().contains("signature or public key"), "{e}");
+        let mut old = body(&payload, &sig, &key);
+        old["apiVersion"] = "0.0.1".into();
+        assert!(check(&old).is_err());
+        let msg = Content::Message { sha256: [0; 32] };
+        let e =
+            check_v2_body(&body(&payload, &sig, &key), "dsse", &msg, &[], &sig, &who).unwrap_err();
+        assert!(e.to_string().contains("hashedrekord"), "{e}");
+    }
+
+    #[test]
+    fn log_names_are_url_hosts() {
+        assert_eq!(
+            url_host("https://log2025-alpha1.rekor.sigstage.dev").as_deref(),
+            Some("log2025-alpha1.rekor.sigstage.dev")
+        );
+        assert_eq!(
+            url_host("http://rekor-local:3003/x").as_deref(),
+            Some("rekor-local")
+        );
+        assert_eq!(url_host("rekor.example"), None);
+        assert_eq!(url_host("https://"), None);
     }
 
     #[test]

@@ -119,8 +119,9 @@ pub(super) fn verify_timestamp(
     let signed = attrs
         .to_der()
         .map_err(|_| bad("cannot encode the signed attributes"))?;
-    let digest = hash_by_oid(&si.signature_algorithm.oid, &signed)
-        .ok_or_else(|| bad("unsupported signature algorithm"))?;
+    // Hashed only once the signer is trusted: an untrusted authority is the error to report,
+    // whatever algorithm it signs with.
+    let digest = hash_by_oid(&si.signature_algorithm.oid, &signed);
 
     // The signer's certificate: embedded, or the first of a trusted-root TSA chain.
     let embedded: Vec<Vec<u8>> = sd
@@ -187,8 +188,12 @@ pub(super) fn verify_timestamp(
                 why = bad("the time is outside the timestamp authority's validity");
                 continue;
             }
+            let Some(digest) = digest.as_deref() else {
+                why = bad("unsupported signature algorithm");
+                continue;
+            };
             let info = LeafInfo::parse(leaf)?;
-            if !info.key.verify_prehash(&digest, si.signature.as_bytes()) {
+            if !info.key.verify_prehash(digest, si.signature.as_bytes()) {
                 why = bad("the signature does not verify with the authority's key");
                 continue;
             }
