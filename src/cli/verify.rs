@@ -383,4 +383,3 @@ fn print_report(report: &ModelReport, display: &dyn Fn(&str) -> String) {
         }
     }
 }
-

@@ -12,6 +12,10 @@ use parquet::arrow::ProjectionMask;
 
 use super::DetectError;
 
+/// One batch of rows: `(row, text)`, `row` 0-based over the whole file, `text` `None` for a
+/// null.
+pub type Rows = Vec<(u64, Option<String>)>;
+
 /// A reader of one text column: [`TextColumn::next_batch`] yields `(row, text)` pairs, `row`
 /// 0-based over the whole file, `text` `None` for a null.
 pub struct TextColumn {
@@ -78,7 +82,7 @@ impl TextColumn {
     }
 
     /// The next batch of rows, or `None` at the end of the file.
-    pub fn next_batch(&mut self) -> Result<Option<Vec<(u64, Option<String>)>>, DetectError> {
+    pub fn next_batch(&mut self) -> Result<Option<Rows>, DetectError> {
         let Some(batch) = self.reader.next() else {
             return Ok(None);
         };
