@@ -13,7 +13,8 @@ cd "$root"
 # Bold headings only on a terminal; plain text when piped or logged.
 if [ -t 1 ]; then BOLD=$'\033[1m'; PLAIN=$'\033[0m'; else BOLD=; PLAIN=; fi
 
-test-models/fetch.sh
+# The Python test environment (several GB) is the test suite's, not the demo's.
+HALLMARK_FETCH_PYTHON=0 test-models/fetch.sh
 # The same build as `cargo test --release` (test binaries included), so that command compiles
 # nothing more afterwards.
 echo "demo: building hallmark and its tests (cargo test --release --no-run); the first build takes several minutes on 2 cores..."

@@ -80,8 +80,10 @@ fi
 # python/requirements-test.txt. Then the package itself is (re)built from this checkout with
 # `pip install ./python`, and the digest of its sources recorded so the tests know the build is
 # current.
+# HALLMARK_FETCH_PYTHON=0 skips it (the demo does not need it).
 pyenv="$cache/py"
 reqs="$here/../python/requirements-test.txt"
+if [ "${HALLMARK_FETCH_PYTHON:-1}" != 0 ]; then
 want_reqs=$(sha256sum "$reqs" | cut -d' ' -f1)
 if [ "$(cat "$pyenv/requirements-digest" 2>/dev/null)" != "$want_reqs" ]; then
   echo "fetch: building the Python test environment in $pyenv (first time: several minutes)" >&2
@@ -96,6 +98,7 @@ if [ "$(cat "$pyenv/hallmark-source-digest" 2>/dev/null)" != "$digest" ]; then
   rm -f "$pyenv/hallmark-source-digest"
   (cd "$here/.." && PATH="$pyenv/bin:$PATH" "$pyenv/bin/pip" install --quiet --no-build-isolation --force-reinstall --no-deps ./python) >&2
   echo "$digest" > "$pyenv/hallmark-source-digest"
+fi
 fi
 
 # The int8 ONNX re-export of MiniLM that the fingerprint tests detect (test-models/onnx/make.sh).
