@@ -4,6 +4,7 @@ CLI, the human null corpus, and a CLI `detect` runner to compare the Python resu
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,19 @@ def synthetic_marked(key_path, n_tokens=200, seed=7, temperature=1.0):
         out = proc(np.array(ids, dtype=np.int64), logits)
         ids.append(int(np.argmax(out)))
     return key.decode(ids[len(key.encode("Once upon a time")):])
+
+
+class Timed:
+    """Wraps a logits processor and accumulates the time spent in it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __call__(self, input_ids, scores):
+        t0 = time.perf_counter()
+        out = self.inner(input_ids, scores)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out

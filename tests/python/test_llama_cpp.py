@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hallmark
-from conftest import hm
+from conftest import Timed, hm
 
 T = 200
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm."
@@ -21,22 +21,6 @@ def llm(models):
     return Llama(
         model_path=str(models["smollm2"]), n_ctx=1024, n_threads=2, seed=1, verbose=False
     )
-
-
-class Timed:
-    """Wraps a processor and accumulates the time spent in it."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.seconds = 0.0
-        self.calls = 0
-
-    def __call__(self, input_ids, scores):
-        t0 = time.perf_counter()
-        out = self.inner(input_ids, scores)
-        self.seconds += time.perf_counter() - t0
-        self.calls += 1
-        return out
 
 
 def generate(llm, procs, seed):

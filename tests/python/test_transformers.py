@@ -7,7 +7,7 @@ import time
 import pytest
 
 import hallmark
-from conftest import hm
+from conftest import Timed, hm
 
 T = 200
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm."
@@ -24,20 +24,6 @@ def hf(models):
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, torch_dtype=torch.float32)
     model.eval()
     return tok, model
-
-
-class Timed:
-    def __init__(self, inner):
-        self.inner = inner
-        self.seconds = 0.0
-        self.calls = 0
-
-    def __call__(self, input_ids, scores):
-        t0 = time.perf_counter()
-        out = self.inner(input_ids, scores)
-        self.seconds += time.perf_counter() - t0
-        self.calls += 1
-        return out
 
 
 def generate(hf, procs, seed, sample):
