@@ -3,27 +3,15 @@
 //! `certificate` method both ways.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::Engine as _;
+
+use super::common::{hm, run, GEN};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
-
-const HALLMARK: &str = env!("CARGO_BIN_EXE_hallmark");
-const GEN: &str = env!("CARGO_BIN_EXE_hallmark-testmodels");
-
-fn run(bin: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(bin)
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("spawn")
-}
-
-fn hm(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    run(Path::new(HALLMARK), args)
-}
 
 fn text(o: &Output) -> String {
     format!(

@@ -3,43 +3,12 @@
 //! re-signing with `sign --reuse`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::Engine as _;
 use hallmark::weights::WeightFile;
 
-const HALLMARK: &str = env!("CARGO_BIN_EXE_hallmark");
-const GEN: &str = env!("CARGO_BIN_EXE_hallmark-testmodels");
-
-fn run(bin: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(bin)
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("spawn")
-}
-
-fn hm(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    run(Path::new(HALLMARK), args)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_code(o: &Output, want: i32) {
-    assert_eq!(
-        o.status.code().unwrap_or(-1),
-        want,
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(o),
-        stderr(o)
-    );
-}
+use super::common::{assert_code, hm, run, stderr, stdout, GEN};
 
 struct Fixture {
     dir: tempfile::TempDir,

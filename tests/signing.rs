@@ -7,42 +7,7 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use hallmark::weights::WeightFile;
 
-const HALLMARK: &str = env!("CARGO_BIN_EXE_hallmark");
-const GEN: &str = env!("CARGO_BIN_EXE_hallmark-testmodels");
-
-fn run(bin: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(bin)
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("spawn")
-}
-
-fn hm(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    run(HALLMARK, args)
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_code(o: &Output, want: i32) {
-    assert_eq!(
-        code(o),
-        want,
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(o),
-        stderr(o)
-    );
-}
+use super::common::{assert_code, code, hm, run, stderr, stdout, GEN};
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -1,6 +1,7 @@
 //! hallmark integration tests: one binary, one module per area.
 
 mod cli;
+mod common;
 mod distil;
 mod fingerprint;
 mod generate;

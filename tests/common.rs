@@ -1,0 +1,49 @@
+//! Helpers that run the CLI, shared by the signing-area modules (signing, shards, pki).
+
+use std::ffi::OsStr;
+use std::process::{Command, Output};
+
+/// The `hallmark` binary under test.
+pub const HALLMARK: &str = env!("CARGO_BIN_EXE_hallmark");
+/// The deterministic test-model generator.
+pub const GEN: &str = env!("CARGO_BIN_EXE_hallmark-testmodels");
+
+/// Run `bin` with `args`; its output.
+pub fn run(bin: impl AsRef<OsStr>, args: &[&dyn AsRef<OsStr>]) -> Output {
+    Command::new(bin)
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .expect("spawn")
+}
+
+/// Run `hallmark` with `args`.
+pub fn hm(args: &[&dyn AsRef<OsStr>]) -> Output {
+    run(HALLMARK, args)
+}
+
+/// The exit code (-1 for a signal).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Standard output, lossily decoded.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error, lossily decoded.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert the exit code, showing both streams when it differs.
+#[track_caller]
+pub fn assert_code(o: &Output, want: i32) {
+    assert_eq!(
+        code(o),
+        want,
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
