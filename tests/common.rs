@@ -1,6 +1,7 @@
 //! Helpers that run the CLI, shared by the signing-area modules (signing, shards, pki).
 
 use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// The `hallmark` binary under test.
@@ -46,4 +47,35 @@ pub fn assert_code(o: &Output, want: i32) {
         stdout(o),
         stderr(o)
     );
+}
+
+/// A scratch directory with keys and generated models.
+pub struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    pub fn keys(&self, prefix: &str, alg: &str) -> (PathBuf, PathBuf) {
+        let out = self.path(prefix);
+        let o = hm(&[&"keygen", &"--out", &out, &"--alg", &alg]);
+        assert_code(&o, 0);
+        (
+            self.path(&format!("{prefix}.key")),
+            self.path(&format!("{prefix}.pub")),
+        )
+    }
+    pub fn model(&self, kind: &str, name: &str, seed: u64) -> PathBuf {
+        let out = self.path(name);
+        let o = run(GEN, &[&kind, &out, &"--seed", &seed.to_string()]);
+        assert_code(&o, 0);
+        out
+    }
 }

@@ -7,37 +7,7 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use hallmark::weights::WeightFile;
 
-use super::common::{assert_code, code, hm, run, stderr, stdout, GEN};
-
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn keys(&self, prefix: &str, alg: &str) -> (PathBuf, PathBuf) {
-        let out = self.path(prefix);
-        let o = hm(&[&"keygen", &"--out", &out, &"--alg", &alg]);
-        assert_code(&o, 0);
-        (
-            self.path(&format!("{prefix}.key")),
-            self.path(&format!("{prefix}.pub")),
-        )
-    }
-    fn model(&self, kind: &str, name: &str, seed: u64) -> PathBuf {
-        let out = self.path(name);
-        let o = run(GEN, &[&kind, &out, &"--seed", &seed.to_string()]);
-        assert_code(&o, 0);
-        out
-    }
-}
+use super::common::{assert_code, code, hm, run, stderr, stdout, Fixture};
 
 fn sign(model: &Path, key: &Path, extra: &[&str]) -> Output {
     let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"sign", &model, &"--key", &key];
