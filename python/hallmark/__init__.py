@@ -198,13 +198,23 @@ class LogitsProcessor:
     def _numpy(self, np: Any, input_ids: Any, scores: Any) -> Any:
         ids = np.asarray(input_ids)
         if scores.ndim == 1:
+            if (
+                scores.dtype == np.float32
+                and scores.flags.writeable
+                and isinstance(input_ids, np.ndarray)
+                and input_ids.dtype in (np.int32, np.int64)
+            ):
+                # llama-cpp-python hands over a (strided) view of its own float32 candidate
+                # records and copies the result back: sample and force in place, in one
+                # native call.
+                tok = self._sampler.force(input_ids, scores)
+                self.last_tokens = [tok]
+                return scores
             logits = np.ascontiguousarray(scores, dtype=np.float32)
             if ids.dtype not in (np.int32, np.int64):
                 ids = ids.astype(np.int64)
             tok = self._sampler.choose(np.ascontiguousarray(ids), logits)
             self.last_tokens = [tok]
-            # In place where allowed (llama-cpp-python hands over a view of its own buffer and
-            # copies the result back into it): one pass over the vocabulary instead of two.
             out = scores if scores.flags.writeable else np.empty_like(scores)
             out.fill(-np.inf)
             out[tok] = 0.0

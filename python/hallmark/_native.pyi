@@ -60,6 +60,11 @@ class Sampler:
     def choose_batch(
         self, input_ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float32]
     ) -> List[int]: ...
+    def force(
+        self,
+        input_ids: Union[npt.NDArray[np.int32], npt.NDArray[np.int64]],
+        scores: npt.NDArray[np.float32],
+    ) -> int: ...
     def choose(
         self,
         input_ids: Union[npt.NDArray[np.int32], npt.NDArray[np.int64]],

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use numpy::{PyReadonlyArray1, PyReadonlyArray2};
+use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
@@ -268,6 +268,8 @@ struct Sampler {
     // A lock, not a borrow flag: a processor shared across Python threads serialises instead
     // of raising.
     state: Mutex<Rows>,
+    /// Contiguous copy of strided logits (see `force`).
+    gather: Mutex<Vec<f32>>,
 }
 
 impl Sampler {
@@ -319,6 +321,21 @@ fn to_ids<T: Copy + TryInto<u32>>(row: &[T]) -> PyResult<Vec<u32>> {
         .collect()
 }
 
+/// A 1-D int32 (llama-cpp-python) or int64 (numpy's default) array of token ids.
+fn ids_1d(input_ids: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    if let Ok(a) = input_ids.extract::<PyReadonlyArray1<'_, i32>>() {
+        return match a.as_slice() {
+            Ok(s) => to_ids(s),
+            Err(_) => to_ids(&a.as_array().to_vec()),
+        };
+    }
+    let a = input_ids.extract::<PyReadonlyArray1<'_, i64>>()?;
+    match a.as_slice() {
+        Ok(s) => to_ids(s),
+        Err(_) => to_ids(&a.as_array().to_vec()),
+    }
+}
+
 fn check_logits(l: &[f32]) -> PyResult<()> {
     if l.is_empty() {
         return Err(PyValueError::new_err("empty logits"));
@@ -363,6 +380,7 @@ impl Sampler {
             },
             seed,
             state: Mutex::new(Rows::default()),
+            gather: Mutex::new(Vec::new()),
         })
     }
 
@@ -406,6 +424,41 @@ impl Sampler {
         Ok(py.detach(|| self.choose_rows(&ctx, &rows)))
     }
 
+    /// The next token of one sequence, forced in place: `scores` (1-D float32, writable, any
+    /// stride) becomes -inf everywhere but 0 at the chosen token, which is returned. One call
+    /// per step and no intermediate arrays: the llama-cpp-python path, whose `scores` is the
+    /// `logit` field of its candidate records (a stride of 12 bytes).
+    fn force(
+        &self,
+        py: Python<'_>,
+        input_ids: &Bound<'_, PyAny>,
+        mut scores: PyReadwriteArray1<'_, f32>,
+    ) -> PyResult<u32> {
+        let ctx = ids_1d(input_ids)?;
+        let mut view = scores.as_array_mut();
+        if view.is_empty() {
+            return Err(PyValueError::new_err("empty logits"));
+        }
+        Ok(py.detach(|| {
+            let tok = match view.as_slice_mut() {
+                Some(logits) => self.choose_rows(&[ctx], &[&*logits])[0],
+                None => {
+                    // Gathered once into a buffer kept between steps (a fresh 192 KiB
+                    // allocation per step costs more than the gather).
+                    let mut buf = self.gather.lock().unwrap_or_else(|p| p.into_inner());
+                    buf.clear();
+                    buf.extend(view.iter());
+                    self.choose_rows(&[ctx], &[&buf[..]])[0]
+                }
+            };
+            view.fill(f32::NEG_INFINITY);
+            if let Some(l) = view.get_mut(tok as usize) {
+                *l = 0.0;
+            }
+            tok
+        }))
+    }
+
     /// The next token of one sequence: `input_ids` 1-D (int32 or int64), `scores` 1-D float32.
     fn choose(
         &self,
@@ -413,12 +466,7 @@ impl Sampler {
         input_ids: &Bound<'_, PyAny>,
         scores: PyReadonlyArray1<'_, f32>,
     ) -> PyResult<u32> {
-        let ctx = if let Ok(a) = input_ids.extract::<PyReadonlyArray1<'_, i32>>() {
-            to_ids(&a.as_array().to_vec())?
-        } else {
-            let a = input_ids.extract::<PyReadonlyArray1<'_, i64>>()?;
-            to_ids(&a.as_array().to_vec())?
-        };
+        let ctx = ids_1d(input_ids)?;
         let logits = scores
             .as_slice()
             .map_err(|_| PyValueError::new_err("scores must be contiguous float32"))?;

@@ -9,6 +9,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::generate::kernels::Kernel;
+
 /// Sampling parameters shared by every scheme.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplingParams {
@@ -116,8 +118,38 @@ impl Candidates {
     }
 
     /// Recompute the distribution for `logits` under `params` (temperature 0 is treated as 1
-    /// here; greedy decoding does not use candidates).
+    /// here; greedy decoding does not use candidates). Runs the widest kernel this CPU has
+    /// (`HALLMARK_KERNEL` forces one); every kernel gives bit-identical candidates.
     pub fn fill(&mut self, logits: &[f32], params: &SamplingParams) {
+        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        // An unusable HALLMARK_KERNEL is reported where a model loads; here it means "portable".
+        let k = *KERNEL.get_or_init(|| Kernel::from_env().unwrap_or(Kernel::Scalar));
+        self.fill_with(k, logits, params);
+    }
+
+    /// [`Candidates::fill`] with a given kernel (the portable one if this CPU cannot run it).
+    /// The passes over the vocabulary are the same Rust code compiled for wider vectors, with
+    /// no fused multiply-add and the same accumulation order, so the result does not depend on
+    /// the kernel.
+    pub fn fill_with(&mut self, kernel: Kernel, logits: &[f32], params: &SamplingParams) {
+        #[cfg(target_arch = "x86_64")]
+        if kernel != Kernel::Scalar && Kernel::Avx2.is_supported() {
+            // SAFETY: this CPU has AVX2 (checked just above).
+            unsafe { self.fill_avx2(logits, params) };
+            return;
+        }
+        let _ = kernel;
+        self.fill_portable(logits, params);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2(&mut self, logits: &[f32], params: &SamplingParams) {
+        self.fill_portable(logits, params);
+    }
+
+    #[inline(always)]
+    fn fill_portable(&mut self, logits: &[f32], params: &SamplingParams) {
         self.ids.clear();
         self.weights.clear();
         self.cum.clear();
@@ -252,6 +284,7 @@ impl Candidates {
 }
 
 /// Largest value (lane-wise accumulators, so the loop vectorises).
+#[inline(always)]
 fn max_f32(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
@@ -268,6 +301,7 @@ fn max_f32(x: &[f32]) -> f32 {
 }
 
 /// Sum in f64 (lane-wise accumulators, so the loop vectorises).
+#[inline(always)]
 fn sum_f32(w: &[f32]) -> f64 {
     let mut acc = [0f64; 8];
     let chunks = w.chunks_exact(8);
@@ -432,6 +466,55 @@ mod tests {
         assert_eq!(fast_exp(-1000.0), 0.0);
         assert_eq!(fast_exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(fast_exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn every_fill_kernel_gives_bit_identical_candidates() {
+        let kernels = Kernel::supported();
+        assert_eq!(kernels[0], Kernel::Scalar);
+        let params = [
+            SamplingParams::default(),
+            SamplingParams {
+                temperature: 0.7,
+                top_k: None,
+                top_p: None,
+            },
+            SamplingParams {
+                temperature: 1.3,
+                top_k: Some(40),
+                top_p: None,
+            },
+            SamplingParams {
+                temperature: 0.9,
+                top_k: None,
+                top_p: Some(0.9),
+            },
+        ];
+        // Lengths off every vector width and block size; a vocabulary-sized one; banned
+        // (-inf) and extreme logits as llama-cpp-python's other processors leave them.
+        for (n, seed) in [(1, 1), (7, 2), (65, 3), (49_152, 4), (50_001, 5)] {
+            let mut l = logits(n, seed);
+            if n > 10 {
+                l[3] = f32::NEG_INFINITY;
+                l[4] = -1e30;
+                l[5] = 40.0;
+                l[n - 1] = -90.0;
+            }
+            for p in &params {
+                let mut want = Candidates::new();
+                want.fill_with(Kernel::Scalar, &l, p);
+                for &k in &kernels[1..] {
+                    let mut got = Candidates::new();
+                    got.fill_with(k, &l, p);
+                    let bits = |c: &Candidates| -> Vec<(u32, u32)> {
+                        (0..c.len()).map(|i| (c.id(i), c.weight(i).to_bits())).collect()
+                    };
+                    assert_eq!(bits(&got), bits(&want), "{k:?} n={n} {p:?}");
+                    assert_eq!(got.total().to_bits(), want.total().to_bits());
+                    assert_eq!(got.cum, want.cum);
+                }
+            }
+        }
     }
 
     #[test]

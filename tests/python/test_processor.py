@@ -51,6 +51,42 @@ def test_gumbel_is_deterministic_in_the_context(registry):
     assert a == run(key.logits_processor(seed=2), 20, 3, prompt=prompt)
 
 
+@pytest.mark.parametrize("scheme", ["kgw", "gumbel"])
+def test_in_place_and_copying_paths_agree(registry, scheme):
+    # A writable float32 vector, contiguous or strided like the `logit` field of
+    # llama-cpp-python's candidate records, is sampled and forced in place in one native call;
+    # read-only or other-dtype inputs take the copying path. Same seed, same logits: same
+    # tokens, and a read-only input is left as it was.
+    key = hallmark.WatermarkKey.load(registry["keys"][scheme])
+    fast, rec_p, ro_p, f64_p = (key.logits_processor(seed=4) for _ in range(4))
+    records = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+    rng = np.random.default_rng(6)
+    ids = [1, 2, 3]
+    for _ in range(25):
+        logits = (rng.standard_normal(V) * 3).astype(np.float32)
+        logits[rng.integers(V)] = -np.inf  # another processor's ban
+        ro = logits.copy()
+        ro.flags.writeable = False
+        rec = np.zeros(V, dtype=records).view(np.recarray)
+        rec.id[:] = np.arange(V)
+        rec.logit[:] = logits
+        assert not rec.logit.flags.c_contiguous
+        f64 = logits.astype(np.float64)
+        ctx = np.array(ids, dtype=np.int32)
+        x = fast(ctx, logits)
+        assert x is logits
+        y = ro_p(ctx, ro)
+        assert y is not ro and np.array_equal(ro, rec.logit)
+        z = rec_p(ctx.astype(np.int64), rec.logit)
+        assert (rec.id == np.arange(V)).all()
+        w = f64_p(ctx, f64)
+        t = int(np.argmax(x))
+        assert np.isfinite(x).sum() == 1 and x[t] == 0.0
+        for other in (y, z, w, rec.logit):
+            assert int(np.argmax(other)) == t and np.isfinite(other).sum() == 1
+        ids.append(t)
+
+
 def test_torch_equals_numpy(registry):
     torch = pytest.importorskip("torch", reason="torch is part of the test environment")
     key = hallmark.WatermarkKey.load(registry["keys"]["kgw"])
