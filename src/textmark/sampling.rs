@@ -507,7 +507,9 @@ mod tests {
                     let mut got = Candidates::new();
                     got.fill_with(k, &l, p);
                     let bits = |c: &Candidates| -> Vec<(u32, u32)> {
-                        (0..c.len()).map(|i| (c.id(i), c.weight(i).to_bits())).collect()
+                        (0..c.len())
+                            .map(|i| (c.id(i), c.weight(i).to_bits()))
+                            .collect()
                     };
                     assert_eq!(bits(&got), bits(&want), "{k:?} n={n} {p:?}");
                     assert_eq!(got.total().to_bits(), want.total().to_bits());
