@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 
 use hallmark::detect::{DetectError, Report};
 use hallmark::registry::Registry as LibRegistry;
+use hallmark::textmark::strided;
 use hallmark::textmark::{SamplingParams, TokenSampler, WatermarkKey as LibKey};
 
 create_exception!(
@@ -436,26 +437,50 @@ impl Sampler {
     ) -> PyResult<u32> {
         let ctx = ids_1d(input_ids)?;
         let mut view = scores.as_array_mut();
-        if view.is_empty() {
+        let n = view.len();
+        if n == 0 {
             return Err(PyValueError::new_err("empty logits"));
         }
-        Ok(py.detach(|| {
-            let tok = match view.as_slice_mut() {
-                Some(logits) => self.choose_rows(&[ctx], &[&*logits])[0],
-                None => {
-                    // Gathered once into a buffer kept between steps (a fresh 192 KiB
-                    // allocation per step costs more than the gather).
+        let stride = view.strides()[0];
+        let ptr = view.as_mut_ptr();
+        let span = if stride >= 1 && ptr.is_aligned() {
+            // SAFETY: a numpy array with a positive stride lies in one block of its base's
+            // memory from its first element to its last, so these (n - 1) * stride + 1 aligned
+            // floats are valid; `scores` is borrowed read-write for this call, and `view` is not
+            // used when `span` is. The floats between the view's own (the records' other
+            // fields) are read, and written back unchanged by `strided::fill`.
+            Some(unsafe { std::slice::from_raw_parts_mut(ptr, (n - 1) * stride as usize + 1) })
+        } else {
+            None
+        };
+        Ok(py.detach(move || match span {
+            Some(span) => {
+                let stride = stride as usize;
+                let tok = if stride == 1 {
+                    self.choose_rows(&[ctx], &[&*span])[0]
+                } else {
+                    // Gathered into a buffer kept between steps (a fresh 192 KiB allocation
+                    // per step costs more than the gather).
                     let mut buf = self.gather.lock().unwrap_or_else(|p| p.into_inner());
-                    buf.clear();
-                    buf.extend(view.iter());
+                    strided::gather(span, stride, n, &mut buf);
                     self.choose_rows(&[ctx], &[&buf[..]])[0]
+                };
+                strided::fill(span, stride, n, f32::NEG_INFINITY);
+                if (tok as usize) < n {
+                    span[tok as usize * stride] = 0.0;
                 }
-            };
-            view.fill(f32::NEG_INFINITY);
-            if let Some(l) = view.get_mut(tok as usize) {
-                *l = 0.0;
+                tok
             }
-            tok
+            None => {
+                // Negative strides or unaligned views: the general (slower) ndarray walk.
+                let buf = view.to_vec();
+                let tok = self.choose_rows(&[ctx], &[&buf[..]])[0];
+                view.fill(f32::NEG_INFINITY);
+                if let Some(l) = view.get_mut(tok as usize) {
+                    *l = 0.0;
+                }
+                tok
+            }
         }))
     }
 

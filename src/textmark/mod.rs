@@ -38,6 +38,7 @@ pub mod prf;
 pub mod sampling;
 pub mod scheme;
 pub mod score;
+pub mod strided;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

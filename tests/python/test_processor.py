@@ -58,7 +58,7 @@ def test_in_place_and_copying_paths_agree(registry, scheme):
     # read-only or other-dtype inputs take the copying path. Same seed, same logits: same
     # tokens, and a read-only input is left as it was.
     key = hallmark.WatermarkKey.load(registry["keys"][scheme])
-    fast, rec_p, ro_p, f64_p = (key.logits_processor(seed=4) for _ in range(4))
+    fast, rec_p, ro_p, f64_p, rev_p = (key.logits_processor(seed=4) for _ in range(5))
     records = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
     rng = np.random.default_rng(6)
     ids = [1, 2, 3]
@@ -72,17 +72,20 @@ def test_in_place_and_copying_paths_agree(registry, scheme):
         rec.logit[:] = logits
         assert not rec.logit.flags.c_contiguous
         f64 = logits.astype(np.float64)
+        rev = logits[::-1].copy()[::-1]  # the same values through a negative stride
         ctx = np.array(ids, dtype=np.int32)
         x = fast(ctx, logits)
         assert x is logits
         y = ro_p(ctx, ro)
         assert y is not ro and np.array_equal(ro, rec.logit)
         z = rec_p(ctx.astype(np.int64), rec.logit)
-        assert (rec.id == np.arange(V)).all()
+        assert (rec.id == np.arange(V)).all() and (rec.p == 0).all()  # other fields untouched
         w = f64_p(ctx, f64)
+        v = rev_p(ctx, rev)
+        assert v is rev
         t = int(np.argmax(x))
         assert np.isfinite(x).sum() == 1 and x[t] == 0.0
-        for other in (y, z, w, rec.logit):
+        for other in (y, z, w, v, rec.logit):
             assert int(np.argmax(other)) == t and np.isfinite(other).sum() == 1
         ids.append(t)
 
