@@ -58,6 +58,10 @@ pub fn gather_with(kernel: Kernel, src: &[f32], stride: usize, n: usize, out: &m
         done = blocks * 8;
     }
     let _ = kernel;
+    if stride == 1 {
+        out.extend_from_slice(&src[..n]);
+        return;
+    }
     out.extend(src[done * stride..].iter().step_by(stride).take(n - done));
 }
 
@@ -82,6 +86,10 @@ pub fn fill_with(kernel: Kernel, dst: &mut [f32], stride: usize, n: usize, value
         done = blocks * 8;
     }
     let _ = kernel;
+    if stride == 1 {
+        dst[..n].fill(value);
+        return;
+    }
     for x in dst[done * stride..]
         .iter_mut()
         .step_by(stride)
