@@ -11,6 +11,14 @@ use rand::{Rng, SeedableRng};
 
 use crate::generate::kernels::Kernel;
 
+/// The kernel the samplers' vocabulary passes use (and [`super::strided`]): `HALLMARK_KERNEL`
+/// if set and usable here, else the fastest this CPU runs. An unusable `HALLMARK_KERNEL` is
+/// reported where a model loads; here it means "portable".
+pub(crate) fn sampling_kernel() -> Kernel {
+    static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| Kernel::from_env().unwrap_or(Kernel::Scalar))
+}
+
 /// Sampling parameters shared by every scheme.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplingParams {
@@ -121,10 +129,7 @@ impl Candidates {
     /// here; greedy decoding does not use candidates). Runs the widest kernel this CPU has
     /// (`HALLMARK_KERNEL` forces one); every kernel gives bit-identical candidates.
     pub fn fill(&mut self, logits: &[f32], params: &SamplingParams) {
-        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        // An unusable HALLMARK_KERNEL is reported where a model loads; here it means "portable".
-        let k = *KERNEL.get_or_init(|| Kernel::from_env().unwrap_or(Kernel::Scalar));
-        self.fill_with(k, logits, params);
+        self.fill_with(sampling_kernel(), logits, params);
     }
 
     /// [`Candidates::fill`] with a given kernel (the portable one if this CPU cannot run it).

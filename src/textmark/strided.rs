@@ -7,14 +7,8 @@
 //! AVX2 path (about 3x the portable loops here), every other stride the portable one. Every
 //! kernel gives the same result: these are copies, not arithmetic.
 
+use super::sampling::sampling_kernel as kernel;
 use crate::generate::kernels::Kernel;
-
-/// The kernel the functions without `_with` use: `HALLMARK_KERNEL` if set and usable here,
-/// else the fastest this CPU runs (as for the samplers' candidate fill).
-fn kernel() -> Kernel {
-    static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-    *KERNEL.get_or_init(|| Kernel::from_env().unwrap_or(Kernel::Scalar))
-}
 
 /// The length a slice needs to hold `n` floats `stride` apart, the first at index 0.
 fn span(stride: usize, n: usize) -> usize {
