@@ -5,8 +5,9 @@
 # Each side runs ROUNDS times, alternating, and the best run of each is compared, so a busy
 # machine penalises both alike. Prints both tokens/s and the ratio.
 #
-# Needs: test-models/fetch.sh, and llama-cpp-python in a venv:
-#   python3 -m venv test-models/cache/llama-venv && test-models/cache/llama-venv/bin/pip install llama-cpp-python
+# Needs: test-models/fetch.sh, which builds llama-cpp-python into test-models/cache/py with the
+# explicit ISA flags of test-models/llama-cmake-args.sh (pip's -march=native build crashes on AMX
+# machines); LLAMA_PY=/path/to/python picks another interpreter.
 # Usage: benches/compare_llama.sh [MODEL] [TOKENS] [THREADS] [ROUNDS]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,7 +15,7 @@ model=${1:-$root/test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 tokens=${2:-128}
 threads=${3:-$(nproc)}
 rounds=${4:-3}
-py=${LLAMA_PY:-$root/test-models/cache/llama-venv/bin/python}
+py=${LLAMA_PY:-$root/test-models/cache/py/bin/python}
 prompt="Write a detailed essay about the history of the printing press."
 [ -x "$py" ] || { echo "compare_llama: no llama-cpp-python at $py (see the header of this script)" >&2; exit 2; }
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"

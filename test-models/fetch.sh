@@ -89,8 +89,31 @@ if [ "$(cat "$pyenv/requirements-digest" 2>/dev/null)" != "$want_reqs" ]; then
   echo "fetch: building the Python test environment in $pyenv (first time: several minutes)" >&2
   "$PY" -m venv "$pyenv" >&2
   "$pyenv/bin/pip" install --quiet --upgrade pip >&2
-  "$pyenv/bin/pip" install --quiet -r "$reqs" >&2
+  # Everything but llama-cpp-python, which is built below with this CPU's explicit flags.
+  grep -v '^llama-cpp-python' "$reqs" > "$pyenv/requirements-rest.txt"
+  "$pyenv/bin/pip" install --quiet -r "$pyenv/requirements-rest.txt" >&2
   echo "$want_reqs" > "$pyenv/requirements-digest"
+fi
+# llama-cpp-python compiles llama.cpp. pip's default build uses -march=native, which puts AMX
+# kernels in on AMX Xeons and crashes there (test-models/llama-cmake-args.sh says why), so it is
+# built from source with explicit ISA flags, never from pip's wheel cache (a cached wheel may have
+# been built with other flags), and rebuilt whenever the flags or the pinned version change.
+llama_spec=$(grep -m1 '^llama-cpp-python==' "$reqs")
+llama_args=$("$here/llama-cmake-args.sh")
+want_llama=$(printf '%s\n%s\n' "$llama_spec" "$llama_args" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$pyenv/llama-build-digest" 2>/dev/null)" != "$want_llama" ]; then
+  echo "fetch: building $llama_spec with CMAKE_ARGS='$llama_args' (about 10 minutes)" >&2
+  rm -f "$pyenv/llama-build-digest"
+  "$pyenv/bin/pip" uninstall --quiet --yes llama-cpp-python >&2 2>/dev/null || true
+  CMAKE_ARGS="$llama_args" FORCE_CMAKE=1 "$pyenv/bin/pip" install --quiet --no-cache-dir \
+    --no-binary llama-cpp-python "$llama_spec" >&2
+  # The build must not carry AMX kernels, whatever the compiler defaulted to.
+  info=$("$pyenv/bin/python" -c 'import llama_cpp; print(llama_cpp.llama_print_system_info().decode())')
+  echo "fetch: llama.cpp built with: $info" >&2
+  case "$info" in *"AMX_INT8 = 1"*)
+    echo "fetch: llama-cpp-python was built with AMX kernels; refusing it" >&2; exit 1 ;;
+  esac
+  echo "$want_llama" > "$pyenv/llama-build-digest"
 fi
 digest=$("$here/../python/source-digest.sh")
 if [ "$(cat "$pyenv/hallmark-source-digest" 2>/dev/null)" != "$digest" ]; then

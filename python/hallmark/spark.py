@@ -4,6 +4,13 @@ The registry directory is read once on the driver and broadcast; each Python wor
 to a private temporary directory once and opens it there, so no row ever re-reads or re-ships
 keys. Each Arrow batch is tested by :meth:`hallmark.Registry.detect_texts` (the CLI's code,
 GIL released); verdicts and p-values equal ``hallmark detect`` on the same texts.
+
+Spark runs its Python workers with its own interpreter (``PYSPARK_PYTHON``, or the
+``spark.pyspark.python`` setting; ``python3`` when neither is set), not necessarily the one the
+driver runs in. Before the first job of a Spark application, :func:`detect` runs one tiny task
+that imports hallmark on a worker and raises :class:`SparkWorkerError`, naming the worker's
+interpreter and the fix, when it cannot: otherwise the job would fail deep inside the executors
+with ``ModuleNotFoundError: No module named 'hallmark'``.
 """
 
 from __future__ import annotations
@@ -12,11 +19,17 @@ import hashlib
 import os
 import stat
 import tempfile
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+import sys
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 
-from . import InputError, Registry, RegistryError
+from . import Error, InputError, Registry, RegistryError, __version__
 
-__all__ = ["detect", "COLUMNS"]
+__all__ = ["detect", "COLUMNS", "SparkWorkerError"]
+
+
+class SparkWorkerError(Error):
+    """Spark's Python workers cannot run hallmark: they start an interpreter that does not have
+    this package (or pyarrow) installed, or has another version of it."""
 
 #: The columns :func:`detect` appends, in order.
 COLUMNS = ("match", "p_value", "decided", "scored_tokens", "key", "status")
@@ -27,6 +40,64 @@ MAX_REGISTRY_BYTES = 256 << 20
 
 # Registries materialised in this worker process, by content digest.
 _OPENED: Dict[str, Registry] = {}
+
+# Spark applications (by id) whose Python workers were seen to import this hallmark.
+_WORKERS_OK: Set[str] = set()
+
+_WORKER_FIX = (
+    "Spark starts its Python workers with PYSPARK_PYTHON (or the spark.pyspark.python setting; "
+    "`python3` from PATH when neither is set), not with the driver's interpreter. Locally, set "
+    "PYSPARK_PYTHON={driver} before the SparkSession starts. On a cluster, install hallmark and "
+    "pyarrow on every node into the interpreter PYSPARK_PYTHON names, or ship a packed virtual "
+    "environment with spark.archives (see the README, section Python)."
+)
+
+
+def _check_workers(spark: Any) -> None:
+    """Run one task that imports hallmark in a Python worker; raise SparkWorkerError, naming the
+    worker's interpreter and the fix, when it cannot. Once per Spark application."""
+    sc = spark.sparkContext
+    app = sc.applicationId
+    if app in _WORKERS_OK:
+        return
+
+    # Defined here, not at module level, so that cloudpickle ships it by value: a function of
+    # this module would be pickled by reference and fail to unpickle on a worker without
+    # hallmark, before it could report anything.
+    def probe(_: Any) -> Iterator[Tuple[str, Optional[str], Optional[str]]]:
+        import sys as worker_sys
+
+        try:
+            import hallmark as worker_hallmark
+            import pyarrow  # noqa: F401
+
+            yield (worker_sys.executable, worker_hallmark.__version__, None)
+        except Exception as e:  # reported on the driver, with the fix
+            yield (worker_sys.executable, None, f"{type(e).__name__}: {e}")
+
+    fix = _WORKER_FIX.format(driver=sys.executable)
+    try:
+        found = sc.parallelize([0], 1).mapPartitions(probe).collect()
+    except Exception as e:
+        # The worker could not even start the task (no pyspark or cloudpickle there, or an
+        # interpreter that does not exist): Spark's own error, trimmed to its first lines.
+        first = " / ".join(line.strip()[:300] for line in str(e).strip().splitlines()[:3])
+        raise SparkWorkerError(
+            f"Spark's Python workers failed to start a task ({first}). {fix}"
+        ) from None
+    if len(found) != 1:
+        raise SparkWorkerError(f"Spark's Python worker check returned {len(found)} rows. {fix}")
+    exe, version, err = found[0]
+    if err is not None:
+        raise SparkWorkerError(
+            f"Spark's Python workers run {exe}, which cannot import hallmark ({err}). {fix}"
+        )
+    if version != __version__:
+        raise SparkWorkerError(
+            f"Spark's Python workers run {exe} with hallmark {version}, but the driver has "
+            f"hallmark {__version__}; install the same version everywhere. {fix}"
+        )
+    _WORKERS_OK.add(app)
 
 
 def _pack(path: str) -> Tuple[str, List[Tuple[str, bytes]]]:
@@ -141,6 +212,7 @@ def detect(
     else:
         path = os.fspath(registry) if registry is not None else None
         path = Registry(path).path  # the CLI's rules and errors, on the driver
+    _check_workers(df.sparkSession)
     shipped = df.sparkSession.sparkContext.broadcast(_pack(path))
     task_cpus = df.sparkSession.conf.get("spark.task.cpus", "1")
     schema = T.StructType(
