@@ -103,3 +103,76 @@ fn python_readme_example_runs() {
 fn python_sign_and_verify_equal_cli() {
     pytest("test_sign.py", None);
 }
+
+/// The llama.cpp build flags test-models/fetch.sh uses, for the three x86-64 CPU kinds the
+/// project meets: never -march=native, never AMX, AVX-512 only where the CPU has it, and a clear
+/// refusal (exit 2) on a CPU below x86-64-v3.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn llama_cpp_build_flags_fit_every_cpu_kind() {
+    let base = "fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt avx f16c fma bmi1 bmi2 avx2";
+    let avx512 = "avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni avx512_bf16";
+    let amx = "amx_bf16 amx_tile amx_int8 avx_vnni avx512_fp16";
+    let cases = [
+        ("avx2-only", base.to_string(), Some(false)),
+        ("avx-512", format!("{base} {avx512}"), Some(true)),
+        (
+            "sapphire-rapids-amx",
+            format!("{base} {avx512} {amx}"),
+            Some(true),
+        ),
+        ("avx-only", "fpu sse sse2 sse4_2 avx".to_string(), None),
+    ];
+    let dir = std::env::temp_dir().join(format!("hallmark-cpuinfo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, flags, want_avx512) in cases {
+        let info = dir.join(name);
+        std::fs::write(&info, format!("processor\t: 0\nflags\t\t: {flags}\n")).unwrap();
+        let out = Command::new(root().join("test-models/llama-cmake-args.sh"))
+            .env("HALLMARK_CPUINFO", &info)
+            .output()
+            .expect("run test-models/llama-cmake-args.sh");
+        let args = String::from_utf8_lossy(&out.stdout).to_string();
+        match want_avx512 {
+            None => {
+                assert_eq!(out.status.code(), Some(2), "{name}: {args}");
+                assert!(
+                    String::from_utf8_lossy(&out.stderr).contains("lacks avx2"),
+                    "{name}"
+                );
+            }
+            Some(avx512) => {
+                assert!(
+                    out.status.success(),
+                    "{name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                for want in [
+                    "-DGGML_NATIVE=OFF",
+                    "-DGGML_AVX2=ON",
+                    "-DGGML_FMA=ON",
+                    "-DGGML_F16C=ON",
+                    "-DGGML_AMX_TILE=OFF",
+                    "-DGGML_AMX_INT8=OFF",
+                    "-DGGML_AMX_BF16=OFF",
+                ] {
+                    assert!(
+                        args.split_whitespace().any(|a| a == want),
+                        "{name}: {want} missing in {args}"
+                    );
+                }
+                let on = if avx512 {
+                    "-DGGML_AVX512=ON"
+                } else {
+                    "-DGGML_AVX512=OFF"
+                };
+                assert!(args.split_whitespace().any(|a| a == on), "{name}: {args}");
+                assert!(
+                    !args.contains("AMX_TILE=ON") && !args.contains("AMX_INT8=ON"),
+                    "{name}"
+                );
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
