@@ -17,10 +17,21 @@ if [ "$(uname -m)" != x86_64 ]; then
   exit 0
 fi
 # HALLMARK_CPUINFO names another cpuinfo file (the tests check the flags chosen for other CPUs).
-flags=" $(grep -m1 '^flags' "${HALLMARK_CPUINFO:-/proc/cpuinfo}" 2>/dev/null | cut -d: -f2) "
+cpuinfo=${HALLMARK_CPUINFO:-/proc/cpuinfo}
+line=$(grep -m1 '^flags' "$cpuinfo" 2>/dev/null || true)
+if [ -z "$line" ]; then
+  echo "llama-cmake-args: cannot read the CPU's flags from $cpuinfo; set CMAKE_ARGS by hand" \
+    "(HALLMARK_FETCH_PYTHON=0 test-models/fetch.sh skips the Python test environment)" >&2
+  exit 2
+fi
+flags=" ${line#*:} "
 has() { case "$flags" in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 for f in avx2 fma f16c bmi2; do
-  has "$f" || { echo "llama-cmake-args: this CPU lacks $f; llama-cpp-python's x86-64-v3 build needs it" >&2; exit 2; }
+  has "$f" || {
+    echo "llama-cmake-args: this CPU lacks $f; llama-cpp-python's x86-64-v3 build needs it" \
+      "(HALLMARK_FETCH_PYTHON=0 test-models/fetch.sh skips the Python test environment)" >&2
+    exit 2
+  }
 done
 args="-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 avx512=OFF

@@ -174,5 +174,12 @@ fn llama_cpp_build_flags_fit_every_cpu_kind() {
             }
         }
     }
+    // No flags to read: a message naming the file, not a silent exit.
+    let out = Command::new(root().join("test-models/llama-cmake-args.sh"))
+        .env("HALLMARK_CPUINFO", dir.join("missing"))
+        .output()
+        .expect("run test-models/llama-cmake-args.sh");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the CPU's flags"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

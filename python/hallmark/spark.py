@@ -45,11 +45,12 @@ _OPENED: Dict[str, Registry] = {}
 _WORKERS_OK: Set[str] = set()
 
 _WORKER_FIX = (
-    "Spark starts its Python workers with PYSPARK_PYTHON (or the spark.pyspark.python setting; "
+    "Spark starts its Python workers with PYSPARK_PYTHON (or spark.pyspark.python given to "
+    "spark-submit or in spark-defaults.conf; a SparkSession's .config() does not reach it; "
     "`python3` from PATH when neither is set), not with the driver's interpreter. Locally, set "
-    "PYSPARK_PYTHON={driver} before the SparkSession starts. On a cluster, install hallmark and "
-    "pyarrow on every node into the interpreter PYSPARK_PYTHON names, or ship a packed virtual "
-    "environment with spark.archives (see the README, section Python)."
+    "PYSPARK_PYTHON={driver} in the environment before the SparkSession starts. On a cluster, "
+    "install hallmark and pyarrow on every node into the interpreter PYSPARK_PYTHON names, or "
+    "ship a packed virtual environment with spark.archives (see the README, section Python)."
 )
 
 
@@ -90,7 +91,8 @@ def _check_workers(spark: Any) -> None:
     exe, version, err = found[0]
     if err is not None:
         raise SparkWorkerError(
-            f"Spark's Python workers run {exe}, which cannot import hallmark ({err}). {fix}"
+            f"Spark's Python workers run {exe}, which cannot import hallmark and pyarrow "
+            f"({err}). {fix}"
         )
     if version != __version__:
         raise SparkWorkerError(

@@ -107,6 +107,31 @@ def test_readme_spark_example_runs_as_written(tmp_path, models):
     assert p.stdout.splitlines() == ["1 undecided None", "2 error None"], p.stdout
 
 
+def test_readme_spark_install_line_brings_what_detect_needs():
+    """The recipe's `pip install` must bring pandas and pyarrow: pyspark's mapInArrow needs
+    both on the driver, and this test environment has them anyway, so the example's run alone
+    would not notice a recipe that lacks them."""
+    from importlib.metadata import requires
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"^python3 -m venv \.venv .*?pip install (.*)$", text, re.M)
+    assert m, "README.md has no Spark venv recipe line"
+    brought = set()
+    for arg in m.group(1).split():
+        arg = arg.strip('"')
+        if arg.startswith("./python"):
+            brought.add("hallmark")
+            continue
+        name, _, extra = arg.partition("[")
+        brought.add(name)
+        extra = extra.rstrip("]")
+        for req in requires(name) or []:
+            base, _, marker = req.partition(";")
+            if not marker or (extra and f'extra == "{extra}"' in marker):
+                brought.add(re.split(r"[<>=!~ \[(]", base.strip())[0].lower())
+    assert {"hallmark", "pyspark", "pandas", "pyarrow"} <= brought, brought
+
+
 def test_spark_workers_without_hallmark_get_a_clear_error(tmp_path, models):
     """The new user's case: the driver runs in a virtualenv, Spark's workers run the system
     Python, which has no hallmark. detect() must say so and name the fix, on the driver."""
