@@ -55,6 +55,11 @@ pub struct Args {
     /// (those files are then not verified at all).
     #[arg(long)]
     pub allow_ignored_weights: bool,
+    /// Leave PATH (relative to MODEL; repeatable) out of the check, as model_signing's
+    /// `--ignore-paths`. Every other file the signature does not cover fails verification as
+    /// an extra file, whatever its name (other signature bundles included).
+    #[arg(long = "ignore", value_name = "PATH")]
+    pub ignore: Vec<PathBuf>,
 }
 
 /// Read a key or bundle: a regular file (never blocks on a FIFO), at most `cap` bytes.
@@ -155,7 +160,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
 
     let bar = super::progress::bar(&a.model);
-    let report = signing::check_model(&a.model, &verified, Some(&sig), &|n| bar.inc(n));
+    let ignores = super::sign::relative_ignores(&a.model, &a.ignore)?;
+    let report =
+        signing::check_model_ignoring(&a.model, &verified, Some(&sig), &ignores, &|n| bar.inc(n));
     bar.finish_and_clear();
     let report = report?;
     let weights_skipped = !report.ignored_weights.is_empty() && !a.allow_ignored_weights;
@@ -179,6 +186,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         };
         println!("signed subject: {}", fsutil::shown_str(&subject));
         println!("signed ignore list: [{}]", list(&report.signed_ignores));
+        if !report.user_ignores.is_empty() {
+            println!("--ignore list: [{}]", list(&report.user_ignores));
+        }
         for p in &report.ignored_present {
             println!("{}: ignored (not verified)", fsutil::shown_str(p));
         }
