@@ -400,3 +400,46 @@ fn issue24_p384_and_p521_keys_verify() {
     ]);
     expect(&o, 2, "private key");
 }
+
+/// Class 1 for Sigstore: a private trusted root's Fulcio chain (and a timestamp authority's)
+/// is validated by the same `pki::validate_path` as `--cert-chain`, which refuses each defect
+/// with its reason; with the code-signing purpose that Sigstore requires (which rustls-webpki
+/// demands of every certificate in the path that lists purposes), no defect passes either.
+#[test]
+fn issue24_sigstore_paths_get_the_same_issuer_checks() {
+    use hallmark::signing::pki::{now_secs, pem_certificates, validate_path, EkuPolicy};
+    let pem = |p: PathBuf| {
+        let b = std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()));
+        pem_certificates(&b).unwrap()
+    };
+    for (name, needle) in [
+        ("good", ""),
+        ("ms-test-pki-forgery", "may not sign certificates"),
+        ("intermediate-no-keycertsign", "may not sign certificates"),
+        ("root-no-keycertsign", "may not sign certificates"),
+        ("root-ca-false", "is not a CA certificate"),
+        ("root-expired", "had expired"),
+        ("root-pathlen-0-with-intermediate", "pathLenConstraint"),
+    ] {
+        let c = case(name);
+        let leaf = pem(c.join("leaf.pem")).remove(0);
+        let chain = if std::fs::metadata(c.join("chain.pem")).unwrap().len() > 0 {
+            pem(c.join("chain.pem"))
+        } else {
+            Vec::new()
+        };
+        let roots = pem(c.join("root.pem"));
+        let r = validate_path(&leaf, &chain, &roots, now_secs(), EkuPolicy::Any);
+        match r {
+            Ok(_) => assert!(needle.is_empty(), "{name}: accepted"),
+            Err(e) => assert!(
+                !needle.is_empty() && e.to_string().contains(needle),
+                "{name}: {e}"
+            ),
+        }
+        let signing = validate_path(&leaf, &chain, &roots, now_secs(), EkuPolicy::CodeSigning);
+        assert_eq!(signing.is_ok(), needle.is_empty(), "{name}: {signing:?}");
+        // A leaf without the time-stamping purpose is no timestamp authority.
+        assert!(validate_path(&leaf, &chain, &roots, now_secs(), EkuPolicy::TimeStamping).is_err());
+    }
+}
