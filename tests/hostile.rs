@@ -486,6 +486,40 @@ fn fuzz_target_accepts(target: &str, name: &str, data: &[u8]) -> Result<(), Stri
                 .map(|_| ())
                 .map_err(|x| e(&x))
         }
+        "sigstore_bundle" => {
+            use hallmark::signing::sigstore::{
+                verify_oms_bundle, SigstorePolicy, SigstoreSigner, TrustedRoot,
+            };
+            let policy = SigstorePolicy {
+                root: TrustedRoot::public_good().map_err(|x| e(&x))?,
+                signer: SigstoreSigner::Identity {
+                    identity: "stefanb@us.ibm.com".into(),
+                    issuer: "https://sigstore.verify.ibm.com/oauth2".into(),
+                },
+            };
+            verify_oms_bundle(data, &policy)
+                .map(|_| ())
+                .map_err(|x| e(&x))
+        }
+        "trusted_root" => hallmark::signing::sigstore::TrustedRoot::from_json(data)
+            .map(|_| ())
+            .map_err(|x| e(&x)),
+        "reuse_state" => {
+            if hallmark::signing::reuse::is_state_file(data) {
+                Ok(())
+            } else {
+                Err("not a reuse state envelope".into())
+            }
+        }
+        "pem_chain" => {
+            let text = String::from_utf8_lossy(data);
+            match hallmark::signing::pki::pem_certificates(data) {
+                Ok(_) => Ok(()),
+                Err(c) => hallmark::signing::VerifyingKey::from_pem(&text)
+                    .map(|_| ())
+                    .map_err(|k| format!("{c}; {k}")),
+            }
+        }
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -496,7 +530,16 @@ fn fuzz_target_accepts(target: &str, name: &str, data: &[u8]) -> Result<(), Stri
 #[test]
 fn fuzz_regression_corpus_replays() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    for target in ["safetensors_header", "gguf", "bundle", "registry_entry"] {
+    for target in [
+        "safetensors_header",
+        "gguf",
+        "bundle",
+        "registry_entry",
+        "sigstore_bundle",
+        "trusted_root",
+        "reuse_state",
+        "pem_chain",
+    ] {
         let dir = root.join(target);
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
