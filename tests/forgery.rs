@@ -384,8 +384,15 @@ fn issue24_p384_and_p521_keys_verify() {
             std::fs::read_to_string(&public).unwrap()
         );
         let p2 = fx.path(&format!("{alg}-certtool.pub"));
-        std::fs::write(&p2, text).unwrap();
+        std::fs::write(&p2, &text).unwrap();
         expect(&hm(&[&"verify", &m, &"--pub", &p2]), 0, "verified");
+        // The same key as DER SPKI (`openssl pkey -pubin -outform DER`).
+        let der = hallmark::signing::VerifyingKey::from_pem(&text)
+            .unwrap()
+            .to_der();
+        let p3 = fx.path(&format!("{alg}.der"));
+        std::fs::write(&p3, der).unwrap();
+        expect(&hm(&[&"verify", &m, &"--pub", &p3]), 0, "verified");
     }
     // A private key given as --pub is unusable input, with the reason.
     let (key, _) = fx.keys("k", "p256");

@@ -253,6 +253,22 @@ impl VerifyingKey {
         Self::from_der(&spki_der_from_pem(pem)?)
     }
 
+    /// Read a public key file's bytes: SPKI PEM (with any text around the block), or, when
+    /// the file holds no PEM armour at all, DER SubjectPublicKeyInfo (`openssl pkey -pubout
+    /// -outform DER`).
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, SigningError> {
+        if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Self::from_pem(&String::from_utf8_lossy(bytes));
+        }
+        Self::from_der(bytes).map_err(|_| {
+            SigningError::Key(
+                "neither an SPKI PEM (`-----BEGIN PUBLIC KEY-----`) nor a DER SPKI Ed25519, \
+                 P-256, P-384 or P-521 public key"
+                    .into(),
+            )
+        })
+    }
+
     /// Read a DER SubjectPublicKeyInfo: Ed25519 or ECDSA P-256, P-384, P-521.
     pub fn from_der(der: &[u8]) -> Result<Self, SigningError> {
         if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_der(der) {
@@ -392,6 +408,9 @@ mod tests {
         assert_eq!(VerifyingKey::from_pem(&text).unwrap(), k);
         let two = format!("{}{}", k.to_pem(), k.to_pem());
         assert!(VerifyingKey::from_pem(&two).is_err());
+        assert_eq!(VerifyingKey::from_file_bytes(&k.to_der()).unwrap(), k);
+        assert_eq!(VerifyingKey::from_file_bytes(text.as_bytes()).unwrap(), k);
+        assert!(VerifyingKey::from_file_bytes(b"\x30\x03\x02\x01\x00").is_err());
         let private = SigningKey::generate(KeyAlg::P256).to_pkcs8_pem().unwrap();
         let both = format!("{}{}", k.to_pem(), private.as_str());
         assert!(VerifyingKey::from_pem(&both)

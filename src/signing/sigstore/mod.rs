@@ -345,7 +345,7 @@ pub struct SigstorePolicy {
 pub enum SigstoreSigner {
     /// Keyless: a Fulcio certificate for this identity, issued on a token from this issuer.
     Identity {
-        /// A subject alternative name (email or URI) of the certificate.
+        /// An email, URI or username subject alternative name of the certificate.
         identity: String,
         /// The OIDC issuer, as Fulcio recorded it.
         issuer: String,
