@@ -450,3 +450,34 @@ fn issue24_sigstore_paths_get_the_same_issuer_checks() {
         assert!(validate_path(&leaf, &chain, &roots, now_secs(), EkuPolicy::TimeStamping).is_err());
     }
 }
+
+/// hallmark's own P-384 and P-521 bundles (`keygen --alg p384|p521`, SHA-384 / SHA-512 ECDSA,
+/// SHA-256 file digests by default) verify with model_signing 1.1.1's `verify key`; a missing
+/// venv fails the test (interop is not optional).
+#[test]
+fn issue24_hallmark_p384_p521_bundles_verify_with_model_signing() {
+    let cli =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("test-models/cache/venv/bin/model_signing");
+    assert!(
+        cli.exists(),
+        "model_signing interop: {} not found; run test-models/fetch.sh first",
+        cli.display()
+    );
+    let fx = Fixture::new();
+    for alg in ["p384", "p521"] {
+        let (m, _, public) = keyed(&fx, alg);
+        let o = super::common::run(
+            &cli,
+            &[
+                &"verify",
+                &"key",
+                &"--public_key",
+                &public,
+                &"--signature",
+                &m.join("model.sig"),
+                &m,
+            ],
+        );
+        assert!(o.status.success(), "{alg}: model_signing: {}", both(&o));
+    }
+}
