@@ -198,7 +198,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if !gaps.is_empty() {
         super::warn(format_args!(
             "warning: model_signing's CLI (`model_signing verify key`) cannot verify {}: {}; \
-             sign with a P-256 key (keygen --alg p256), --hash sha256 and no --shard-size for \
+             sign with an ECDSA key (keygen --alg p256), --hash sha256 and no --shard-size for \
              a bundle it verifies",
             fsutil::shown(&sig),
             gaps.join("; ")
