@@ -354,8 +354,9 @@ pub struct ModelReport {
     /// skipped: another file, whatever its name or content (another bundle included), is an
     /// extra file and fails verification, as with model_signing.
     pub ignored_present: Vec<String>,
-    /// The subset of [`ModelReport::ignored_present`] that holds weight files (by extension):
-    /// a signature that skips weights proves nothing about them.
+    /// The subset of [`ModelReport::ignored_present`] that holds weight files (by extension),
+    /// leaving out the user's own `--ignore` paths: a signature that skips weights proves
+    /// nothing about them.
     pub ignored_weights: Vec<String>,
 }
 
@@ -482,7 +483,8 @@ pub fn check_model_ignoring(
             }
             let p = model.join(ig);
             if p.symlink_metadata().is_ok() {
-                if weights_under(&p, ig) {
+                // What the verifier itself chose to skip is not the signer's omission.
+                if !user.contains(ig) && weights_under(&p, ig) {
                     ignored_weights.push(ig.clone());
                 }
                 ignored_present.push(ig.clone());
