@@ -1542,6 +1542,43 @@ mod tests {
         assert!(rekor_generation("intoto", "0.0.1").is_err());
     }
 
+    /// Issue 24: a Rekor v2 entry whose log has no `baseUrl` in the trusted root is refused
+    /// (its checkpoint origin cannot be checked), where a v1 entry's checkpoint is not named.
+    #[test]
+    fn rekor_v2_entry_of_a_log_without_base_url_is_refused() {
+        use base64::engine::general_purpose::STANDARD;
+        let sk = p256::ecdsa::SigningKey::from_bytes(&[3u8; 32].into()).unwrap();
+        let log = LogKey {
+            key_id: vec![1, 2, 3, 4],
+            key: LeafKey::P256(*sk.verifying_key()),
+            valid: Validity {
+                start: 0,
+                end: None,
+            },
+            name: None,
+        };
+        let body = b"entry body";
+        // A one-leaf tree: the root is the leaf hash.
+        let mut h = Sha256::new();
+        h.update([0u8]);
+        h.update(body);
+        let root = STANDARD.encode(h.finalize());
+        let proof = SProof {
+            log_index: Some(Int::N(0)),
+            root_hash: Some(root.clone()),
+            tree_size: Some(Int::N(1)),
+            hashes: vec![],
+            checkpoint: Some(SCheckpoint {
+                envelope: format!("rekor.example\n1\n{root}\n\n\u{2014} rekor.example AAAA\n"),
+            }),
+        };
+        let e = check_inclusion(&proof, body, &log, true).unwrap_err();
+        assert!(e.to_string().contains("no baseUrl"), "{e}");
+        // Rekor v1: the same proof gets as far as the checkpoint's signature.
+        let e = check_inclusion(&proof, body, &log, false).unwrap_err();
+        assert!(!e.to_string().contains("baseUrl"), "{e}");
+    }
+
     #[test]
     fn log_names_are_url_hosts() {
         assert_eq!(
