@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod distil;
 mod fingerprint;
+mod forgery;
 mod generate;
 mod hostile;
 mod mark;

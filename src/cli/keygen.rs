@@ -14,8 +14,8 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Signature algorithm (model_signing accepts only p256 keys).
-    #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "p256"])]
+    /// Signature algorithm (model_signing verifies the ECDSA ones: p256, p384, p521).
+    #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "p256", "p384", "p521"])]
     pub alg: String,
 }
 
@@ -26,11 +26,8 @@ fn with_ext(prefix: &std::path::Path, ext: &str) -> PathBuf {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let alg = if a.alg == "p256" {
-        KeyAlg::P256
-    } else {
-        KeyAlg::Ed25519
-    };
+    let alg = KeyAlg::from_name(&a.alg)
+        .ok_or_else(|| anyhow::anyhow!("--alg {}: unknown algorithm", a.alg))?;
     // A directory (or a prefix ending in `/`) would give hidden files `DIR/.key`, `DIR/.pub`.
     let ends_with_sep = a.out.as_os_str().to_string_lossy().ends_with(['/', '\\']);
     let stem = a.out.file_name().map(|n| n.to_string_lossy().into_owned());

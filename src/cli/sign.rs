@@ -84,22 +84,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .sig
         .clone()
         .unwrap_or_else(|| signing::sign::default_sig_path(&a.model));
-    let mut ignore = Vec::new();
-    for p in &a.ignore {
-        // Accept paths relative to MODEL, or absolute/cwd-relative paths inside it.
-        let rel = match std::fs::canonicalize(p)
-            .ok()
-            .zip(std::fs::canonicalize(&a.model).ok())
-            .and_then(|(full, root)| full.strip_prefix(&root).ok().map(|r| r.to_path_buf()))
-        {
-            Some(r) if p.is_absolute() => r,
-            _ => p.clone(),
-        };
-        let s = rel
-            .to_str()
-            .with_context(|| format!("{}: not valid UTF-8", fsutil::shown(p)))?;
-        ignore.push(s.replace('\\', "/"));
-    }
+    let ignore = relative_ignores(&a.model, &a.ignore)?;
     let hash_type = match &a.hash {
         Some(h) => HashType::from_name(h).unwrap_or(HashType::Blake3),
         None => default_hash_type(key.alg(), a.shard_size.is_some()),
@@ -213,11 +198,35 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if !gaps.is_empty() {
         super::warn(format_args!(
             "warning: model_signing's CLI (`model_signing verify key`) cannot verify {}: {}; \
-             sign with a P-256 key (keygen --alg p256), --hash sha256 and no --shard-size for \
+             sign with an ECDSA key (keygen --alg p256), --hash sha256 and no --shard-size for \
              a bundle it verifies",
             fsutil::shown(&sig),
             gaps.join("; ")
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--ignore` paths as relative POSIX paths inside `model`: a path relative to MODEL as
+/// given, or an absolute path inside it.
+pub(crate) fn relative_ignores(
+    model: &std::path::Path,
+    paths: &[PathBuf],
+) -> anyhow::Result<Vec<String>> {
+    let mut ignore = Vec::new();
+    for p in paths {
+        let rel = match std::fs::canonicalize(p)
+            .ok()
+            .zip(std::fs::canonicalize(model).ok())
+            .and_then(|(full, root)| full.strip_prefix(&root).ok().map(|r| r.to_path_buf()))
+        {
+            Some(r) if p.is_absolute() => r,
+            _ => p.clone(),
+        };
+        let s = rel
+            .to_str()
+            .with_context(|| format!("{}: not valid UTF-8", fsutil::shown(p)))?;
+        ignore.push(s.replace('\\', "/"));
+    }
+    Ok(ignore)
 }

@@ -12,7 +12,8 @@ use serde_json::json;
 pub struct Args {
     /// Model file or directory.
     pub model: PathBuf,
-    /// Signer's public key (SPKI PEM): the bundle must be a bare-key bundle.
+    /// Signer's public key (SPKI PEM, text around the armour allowed, or DER): Ed25519, ECDSA
+    /// P-256, P-384 or P-521. The bundle must be a bare-key bundle.
     #[arg(long = "pub", value_name = "PUB")]
     pub public: Option<PathBuf>,
     /// Trusted root certificates (PEM; repeat for several files): the bundle's signing
@@ -26,9 +27,9 @@ pub struct Args {
     /// With --sigstore: the managed key (SPKI PEM) of a bundle signed without a certificate.
     #[arg(long, value_name = "PUB.pem", requires = "sigstore", conflicts_with_all = ["identity", "issuer"])]
     pub key: Option<PathBuf>,
-    /// The signer's identity: a subject alternative name (email or URI) of the signing
-    /// certificate.
-    #[arg(long, value_name = "EMAIL|URI")]
+    /// The signer's identity: an email, URI or username (otherName) subject alternative name
+    /// of the signing certificate, matched exactly (a DNS name never matches).
+    #[arg(long, value_name = "EMAIL|URI|USERNAME")]
     pub identity: Option<String>,
     /// With --sigstore: the OIDC issuer Fulcio recorded in the certificate.
     #[arg(long, value_name = "URL", requires = "sigstore")]
@@ -55,6 +56,11 @@ pub struct Args {
     /// (those files are then not verified at all).
     #[arg(long)]
     pub allow_ignored_weights: bool,
+    /// Leave PATH (relative to MODEL; repeatable) out of the check, as model_signing's
+    /// `--ignore-paths`. Every other file the signature does not cover fails verification as
+    /// an extra file, whatever its name (other signature bundles included).
+    #[arg(long = "ignore", value_name = "PATH")]
+    pub ignore: Vec<PathBuf>,
 }
 
 /// Read a key or bundle: a regular file (never blocks on a FIFO), at most `cap` bytes.
@@ -155,7 +161,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
 
     let bar = super::progress::bar(&a.model);
-    let report = signing::check_model(&a.model, &verified, Some(&sig), &|n| bar.inc(n));
+    let ignores = super::sign::relative_ignores(&a.model, &a.ignore)?;
+    let report =
+        signing::check_model_ignoring(&a.model, &verified, Some(&sig), &ignores, &|n| bar.inc(n));
     bar.finish_and_clear();
     let report = report?;
     let weights_skipped = !report.ignored_weights.is_empty() && !a.allow_ignored_weights;
@@ -179,6 +187,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         };
         println!("signed subject: {}", fsutil::shown_str(&subject));
         println!("signed ignore list: [{}]", list(&report.signed_ignores));
+        if !report.user_ignores.is_empty() {
+            println!("--ignore list: [{}]", list(&report.user_ignores));
+        }
         for p in &report.ignored_present {
             println!("{}: ignored (not verified)", fsutil::shown_str(p));
         }
@@ -261,8 +272,7 @@ impl Trust {
     fn load(a: &Args) -> anyhow::Result<Self> {
         if let Some(p) = &a.public {
             let pem = read_capped(p, 64 * 1024)?;
-            let key = VerifyingKey::from_pem(&String::from_utf8_lossy(&pem))
-                .with_context(|| fsutil::shown(p))?;
+            let key = VerifyingKey::from_file_bytes(&pem).with_context(|| fsutil::shown(p))?;
             return Ok(Trust::Key(key));
         }
         if a.sigstore {

@@ -1,8 +1,12 @@
-//! Signing keys: Ed25519 (default) and ECDSA P-256, as PKCS#8 / SPKI PEM.
+//! Signing keys: Ed25519 (default) and ECDSA P-256, P-384 and P-521, as PKCS#8 / SPKI PEM.
 //!
 //! Private keys live in types that zeroize on drop and have no derived `Debug`; PEM text of a
 //! private key is only ever held in [`Zeroizing`] buffers.
+//!
+//! ECDSA signatures hash with the curve's own hash (SHA-256, SHA-384, SHA-512), the pairing
+//! model_signing uses (`get_ec_key_hash`), and are DER-encoded.
 
+use base64::Engine as _;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::Signer as _;
 use p256::ecdsa::signature::Verifier as _;
@@ -19,6 +23,10 @@ pub enum KeyAlg {
     Ed25519,
     /// ECDSA over NIST P-256 with SHA-256; DER-encoded signatures.
     P256,
+    /// ECDSA over NIST P-384 with SHA-384; DER-encoded signatures.
+    P384,
+    /// ECDSA over NIST P-521 with SHA-512; DER-encoded signatures.
+    P521,
 }
 
 impl KeyAlg {
@@ -27,7 +35,21 @@ impl KeyAlg {
         match self {
             KeyAlg::Ed25519 => "ed25519",
             KeyAlg::P256 => "p256",
+            KeyAlg::P384 => "p384",
+            KeyAlg::P521 => "p521",
         }
+    }
+
+    /// The algorithm named `name` on the command line.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [KeyAlg::Ed25519, KeyAlg::P256, KeyAlg::P384, KeyAlg::P521]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+
+    /// True for the ECDSA curves.
+    pub fn is_ecdsa(self) -> bool {
+        self != KeyAlg::Ed25519
     }
 }
 
@@ -37,6 +59,10 @@ pub enum SigningKey {
     Ed25519(ed25519_dalek::SigningKey),
     /// ECDSA P-256.
     P256(p256::ecdsa::SigningKey),
+    /// ECDSA P-384.
+    P384(p384::ecdsa::SigningKey),
+    /// ECDSA P-521.
+    P521(p521::ecdsa::SigningKey),
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -55,6 +81,8 @@ impl SigningKey {
         match alg {
             KeyAlg::Ed25519 => SigningKey::Ed25519(ed25519_dalek::SigningKey::generate(&mut rng)),
             KeyAlg::P256 => SigningKey::P256(p256::ecdsa::SigningKey::random(&mut rng)),
+            KeyAlg::P384 => SigningKey::P384(p384::ecdsa::SigningKey::random(&mut rng)),
+            KeyAlg::P521 => SigningKey::P521(p521::ecdsa::SigningKey::random(&mut rng)),
         }
     }
 
@@ -63,6 +91,8 @@ impl SigningKey {
         match self {
             SigningKey::Ed25519(_) => KeyAlg::Ed25519,
             SigningKey::P256(_) => KeyAlg::P256,
+            SigningKey::P384(_) => KeyAlg::P384,
+            SigningKey::P521(_) => KeyAlg::P521,
         }
     }
 
@@ -71,6 +101,10 @@ impl SigningKey {
         match self {
             SigningKey::Ed25519(k) => VerifyingKey::Ed25519(k.verifying_key()),
             SigningKey::P256(k) => VerifyingKey::P256(*k.verifying_key()),
+            SigningKey::P384(k) => VerifyingKey::P384(*k.verifying_key()),
+            SigningKey::P521(k) => {
+                VerifyingKey::P521(p521::PublicKey::from_secret_scalar(k.as_nonzero_scalar()))
+            }
         }
     }
 
@@ -84,11 +118,19 @@ impl SigningKey {
             }
             .to_pkcs8_pem(LineEnding::LF),
             SigningKey::P256(k) => k.to_pkcs8_pem(LineEnding::LF),
+            SigningKey::P384(k) => k.to_pkcs8_pem(LineEnding::LF),
+            SigningKey::P521(k) => {
+                let bytes = Zeroizing::new(k.to_bytes().to_vec());
+                p521::SecretKey::from_slice(&bytes)
+                    .map_err(|e| SigningError::Key(format!("cannot encode private key: {e}")))?
+                    .to_pkcs8_pem(LineEnding::LF)
+            }
         };
         r.map_err(|e| SigningError::Key(format!("cannot encode private key: {e}")))
     }
 
-    /// Read a private key from PEM text: PKCS#8 (Ed25519 or P-256) or SEC1 `EC PRIVATE KEY`.
+    /// Read a private key from PEM text: PKCS#8 (Ed25519, P-256, P-384 or P-521) or SEC1
+    /// `EC PRIVATE KEY`.
     pub fn from_pem(pem: &str) -> Result<Self, SigningError> {
         if let Ok(k) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
             return Ok(SigningKey::Ed25519(k));
@@ -96,21 +138,43 @@ impl SigningKey {
         if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
             return Ok(SigningKey::P256(k));
         }
+        if let Ok(k) = p384::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+            return Ok(SigningKey::P384(k));
+        }
+        if let Ok(k) = p521::SecretKey::from_pkcs8_pem(pem) {
+            return p521_signing(&k);
+        }
         if let Ok(k) = p256::SecretKey::from_sec1_pem(pem) {
             return Ok(SigningKey::P256(k.into()));
         }
+        if let Ok(k) = p384::SecretKey::from_sec1_pem(pem) {
+            return Ok(SigningKey::P384(k.into()));
+        }
+        if let Ok(k) = p521::SecretKey::from_sec1_pem(pem) {
+            return p521_signing(&k);
+        }
         Err(SigningError::Key(
-            "not an unencrypted PKCS#8 PEM Ed25519 or P-256 private key".into(),
+            "not an unencrypted PKCS#8 PEM Ed25519, P-256, P-384 or P-521 private key".into(),
         ))
     }
 
     /// Sign the DSSE pre-authentication encoding `pae`.
     pub fn sign(&self, pae: &[u8]) -> Vec<u8> {
+        // ECDSA: always the low-S form, so hallmark never emits the malleable twin.
         match self {
             SigningKey::Ed25519(k) => k.sign(pae).to_bytes().to_vec(),
             SigningKey::P256(k) => {
                 let sig: p256::ecdsa::Signature = k.sign(pae);
-                // Always the low-S form, so hallmark never emits the malleable twin.
+                let sig = sig.normalize_s().unwrap_or(sig);
+                sig.to_der().as_bytes().to_vec()
+            }
+            SigningKey::P384(k) => {
+                let sig: p384::ecdsa::Signature = k.sign(pae);
+                let sig = sig.normalize_s().unwrap_or(sig);
+                sig.to_der().as_bytes().to_vec()
+            }
+            SigningKey::P521(k) => {
+                let sig: p521::ecdsa::Signature = k.sign(pae);
                 let sig = sig.normalize_s().unwrap_or(sig);
                 sig.to_der().as_bytes().to_vec()
             }
@@ -118,13 +182,58 @@ impl SigningKey {
     }
 }
 
+fn p521_signing(k: &p521::SecretKey) -> Result<SigningKey, SigningError> {
+    p521::ecdsa::SigningKey::from_bytes(&k.to_bytes())
+        .map(SigningKey::P521)
+        .map_err(|e| SigningError::Key(format!("unusable P-521 private key: {e}")))
+}
+
 /// A public key that verifies signatures.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VerifyingKey {
     /// Ed25519.
     Ed25519(ed25519_dalek::VerifyingKey),
-    /// ECDSA P-256.
+    /// ECDSA P-256 (SHA-256).
     P256(p256::ecdsa::VerifyingKey),
+    /// ECDSA P-384 (SHA-384).
+    P384(p384::ecdsa::VerifyingKey),
+    /// ECDSA P-521 (SHA-512). Held as the curve point: p521's verifying key type has no
+    /// `Debug` or `Eq`.
+    P521(p521::PublicKey),
+}
+
+/// The DER body of the one `PUBLIC KEY` PEM block in `text`. Text before and after the block
+/// is allowed (certtool and `openssl x509 -text` print a description first); a private key,
+/// several public keys, or a block that is not base64 are refused.
+pub fn spki_der_from_pem(text: &str) -> Result<Vec<u8>, SigningError> {
+    const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+    const END: &str = "-----END PUBLIC KEY-----";
+    let bad = |m: &str| SigningError::Key(m.to_string());
+    if text.contains("PRIVATE KEY-----") {
+        return Err(bad(
+            "the file holds a private key; give the public key (SPKI `PUBLIC KEY` PEM)",
+        ));
+    }
+    let mut blocks = text.match_indices(BEGIN);
+    let Some((at, _)) = blocks.next() else {
+        return Err(bad(
+            "no `-----BEGIN PUBLIC KEY-----` block (SPKI PEM) in the file",
+        ));
+    };
+    if blocks.next().is_some() {
+        return Err(bad("more than one public key in the file"));
+    }
+    let body = &text[at + BEGIN.len()..];
+    let end = body
+        .find(END)
+        .ok_or_else(|| bad("the PUBLIC KEY block has no END line"))?;
+    let b64: String = body[..end]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| bad("the PUBLIC KEY block is not base64"))
 }
 
 impl VerifyingKey {
@@ -133,30 +242,55 @@ impl VerifyingKey {
         match self {
             VerifyingKey::Ed25519(_) => KeyAlg::Ed25519,
             VerifyingKey::P256(_) => KeyAlg::P256,
+            VerifyingKey::P384(_) => KeyAlg::P384,
+            VerifyingKey::P521(_) => KeyAlg::P521,
         }
     }
 
-    /// Read an SPKI (`PUBLIC KEY`) PEM.
+    /// Read an SPKI (`PUBLIC KEY`) PEM, with any text around the block
+    /// ([`spki_der_from_pem`]).
     pub fn from_pem(pem: &str) -> Result<Self, SigningError> {
-        if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem) {
+        Self::from_der(&spki_der_from_pem(pem)?)
+    }
+
+    /// Read a public key file's bytes: SPKI PEM (with any text around the block), or, when
+    /// the file holds no PEM armour at all, DER SubjectPublicKeyInfo (`openssl pkey -pubout
+    /// -outform DER`).
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, SigningError> {
+        if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Self::from_pem(&String::from_utf8_lossy(bytes));
+        }
+        Self::from_der(bytes).map_err(|_| {
+            SigningError::Key(
+                "neither an SPKI PEM (`-----BEGIN PUBLIC KEY-----`) nor a DER SPKI Ed25519, \
+                 P-256, P-384 or P-521 public key"
+                    .into(),
+            )
+        })
+    }
+
+    /// Read a DER SubjectPublicKeyInfo: Ed25519 or ECDSA P-256, P-384, P-521.
+    pub fn from_der(der: &[u8]) -> Result<Self, SigningError> {
+        if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_der(der) {
             return Ok(VerifyingKey::Ed25519(k));
         }
-        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_pem(pem) {
+        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(der) {
             return Ok(VerifyingKey::P256(k));
         }
+        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(der) {
+            return Ok(VerifyingKey::P384(k));
+        }
+        if let Ok(k) = p521::PublicKey::from_public_key_der(der) {
+            return Ok(VerifyingKey::P521(k));
+        }
         Err(SigningError::Key(
-            "not an SPKI PEM Ed25519 or P-256 public key".into(),
+            "not an Ed25519, ECDSA P-256, P-384 or P-521 public key (SPKI)".into(),
         ))
     }
 
     /// Canonical SPKI PEM text (64-column base64, LF line ends), as OpenSSL writes it.
     pub fn to_pem(&self) -> String {
-        let r = match self {
-            VerifyingKey::Ed25519(k) => k.to_public_key_pem(LineEnding::LF),
-            VerifyingKey::P256(k) => k.to_public_key_pem(LineEnding::LF),
-        };
-        // Encoding a valid key into a String cannot fail; an empty hint would never match.
-        r.unwrap_or_default()
+        super::verify::spki_pem(&self.to_der())
     }
 
     /// DER SubjectPublicKeyInfo bytes (what a bundle's `rawBytes` holds).
@@ -164,7 +298,10 @@ impl VerifyingKey {
         let r = match self {
             VerifyingKey::Ed25519(k) => k.to_public_key_der(),
             VerifyingKey::P256(k) => k.to_public_key_der(),
+            VerifyingKey::P384(k) => k.to_public_key_der(),
+            VerifyingKey::P521(k) => k.to_public_key_der(),
         };
+        // Encoding a valid key cannot fail; an empty key would never match anything.
         r.map(|d| d.as_bytes().to_vec()).unwrap_or_default()
     }
 
@@ -175,6 +312,9 @@ impl VerifyingKey {
 
     /// Check `sig` over the PAE bytes. Ed25519 uses `verify_strict` (no weak keys, canonical S).
     pub fn verify(&self, pae: &[u8], sig: &[u8]) -> bool {
+        // ECDSA: high-S is normalised, not refused: OpenSSL-based signers (model_signing) emit
+        // it for half of all signatures. (r, n - s) verifies exactly when (r, s) does, so this
+        // admits no forgery; it means signature bytes are not unique (docs/signing.md).
         match self {
             VerifyingKey::Ed25519(k) => {
                 let Ok(bytes) = <[u8; 64]>::try_from(sig) else {
@@ -183,13 +323,23 @@ impl VerifyingKey {
                 let s = ed25519_dalek::Signature::from_bytes(&bytes);
                 k.verify_strict(pae, &s).is_ok()
             }
-            // High-S is normalised, not refused: OpenSSL-based signers (model_signing) emit it
-            // for half of all signatures. (r, n - s) verifies exactly when (r, s) does, so this
-            // admits no forgery; it means signature bytes are not unique (docs/signing.md).
             VerifyingKey::P256(k) => match p256::ecdsa::Signature::from_der(sig) {
                 Ok(s) => k.verify(pae, &s.normalize_s().unwrap_or(s)).is_ok(),
                 Err(_) => false,
             },
+            VerifyingKey::P384(k) => match p384::ecdsa::Signature::from_der(sig) {
+                Ok(s) => k.verify(pae, &s.normalize_s().unwrap_or(s)).is_ok(),
+                Err(_) => false,
+            },
+            VerifyingKey::P521(k) => {
+                let Ok(vk) = p521::ecdsa::VerifyingKey::from_affine(*k.as_affine()) else {
+                    return false;
+                };
+                match p521::ecdsa::Signature::from_der(sig) {
+                    Ok(s) => vk.verify(pae, &s.normalize_s().unwrap_or(s)).is_ok(),
+                    Err(_) => false,
+                }
+            }
         }
     }
 }
@@ -201,7 +351,7 @@ mod tests {
 
     #[test]
     fn pem_round_trip_and_sign_verify() {
-        for alg in [KeyAlg::Ed25519, KeyAlg::P256] {
+        for alg in [KeyAlg::Ed25519, KeyAlg::P256, KeyAlg::P384, KeyAlg::P521] {
             let k = SigningKey::generate(alg);
             let pem = k.to_pkcs8_pem().unwrap();
             let k2 = SigningKey::from_pem(&pem).unwrap();
@@ -246,5 +396,26 @@ mod tests {
         )
         .is_err());
         assert!(VerifyingKey::from_pem("hello").is_err());
+    }
+
+    #[test]
+    fn public_pem_with_leading_text_and_refusals() {
+        let k = SigningKey::generate(KeyAlg::P384).verifying_key();
+        let text = format!(
+            "Public Key Information:\n\tCurve: SECP384R1\n\n{}",
+            k.to_pem()
+        );
+        assert_eq!(VerifyingKey::from_pem(&text).unwrap(), k);
+        let two = format!("{}{}", k.to_pem(), k.to_pem());
+        assert!(VerifyingKey::from_pem(&two).is_err());
+        assert_eq!(VerifyingKey::from_file_bytes(&k.to_der()).unwrap(), k);
+        assert_eq!(VerifyingKey::from_file_bytes(text.as_bytes()).unwrap(), k);
+        assert!(VerifyingKey::from_file_bytes(b"\x30\x03\x02\x01\x00").is_err());
+        let private = SigningKey::generate(KeyAlg::P256).to_pkcs8_pem().unwrap();
+        let both = format!("{}{}", k.to_pem(), private.as_str());
+        assert!(VerifyingKey::from_pem(&both)
+            .unwrap_err()
+            .to_string()
+            .contains("private key"));
     }
 }

@@ -49,6 +49,7 @@ pub mod bundle;
 pub mod hash;
 pub mod keys;
 pub mod model;
+mod pathcheck;
 pub mod pki;
 pub mod report;
 pub mod reuse;
@@ -65,8 +66,9 @@ pub use keys::{KeyAlg, SigningKey, VerifyingKey};
 pub use sign::{sign_model, sign_model_full, SignOptions, Signed};
 pub use statement::{Method, TensorManifest, TENSORS_ANNOTATION, TENSOR_DIGEST};
 pub use verify::{
-    check_model, verify_bundle, verify_bundle_with_certificate, verify_tensors, CertificatePolicy,
-    FileReport, FileStatus, ModelReport, Signer, TensorCheck, VerifiedStatement,
+    check_model, check_model_ignoring, verify_bundle, verify_bundle_with_certificate,
+    verify_tensors, CertificatePolicy, FileReport, FileStatus, ModelReport, Signer, TensorCheck,
+    VerifiedStatement,
 };
 
 use crate::error::FormatError;

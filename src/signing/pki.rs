@@ -5,7 +5,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use p256::pkcs8::DecodePublicKey as _;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sha2::{Digest as _, Sha256};
 use x509_cert::der::oid::AssociatedOid as _;
@@ -23,6 +22,9 @@ pub const MAX_CERTIFICATES: usize = 64;
 const CODE_SIGNING_DER: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
 const CODE_SIGNING: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
+/// Fulcio's username `otherName` type (1.3.6.1.4.1.57264.1.7).
+const FULCIO_USERNAME: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.7");
 
 /// Every signature algorithm webpki may meet in a chain: ECDSA P-256/P-384, Ed25519, RSA.
 static ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
@@ -70,6 +72,8 @@ pub enum LeafKey {
     P256(p256::ecdsa::VerifyingKey),
     /// ECDSA P-384; signatures over SHA-384 (the hash model_signing pairs with the curve).
     P384(p384::ecdsa::VerifyingKey),
+    /// ECDSA P-521; signatures over SHA-512 (likewise).
+    P521(p521::PublicKey),
     /// Ed25519.
     Ed25519(ed25519_dalek::VerifyingKey),
 }
@@ -77,31 +81,32 @@ pub enum LeafKey {
 impl LeafKey {
     /// Read a DER SubjectPublicKeyInfo.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, SigningError> {
-        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(der) {
-            return Ok(LeafKey::P256(k));
+        use super::keys::VerifyingKey as V;
+        match V::from_der(der) {
+            Ok(V::P256(k)) => Ok(LeafKey::P256(k)),
+            Ok(V::P384(k)) => Ok(LeafKey::P384(k)),
+            Ok(V::P521(k)) => Ok(LeafKey::P521(k)),
+            Ok(V::Ed25519(k)) => Ok(LeafKey::Ed25519(k)),
+            Err(_) => Err(SigningError::Unsupported(
+                "certificate key is not ECDSA P-256/P-384/P-521 or Ed25519".into(),
+            )),
         }
-        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(der) {
-            return Ok(LeafKey::P384(k));
+    }
+
+    /// The same key as a [`super::keys::VerifyingKey`].
+    pub fn verifying_key(&self) -> super::keys::VerifyingKey {
+        use super::keys::VerifyingKey as V;
+        match self {
+            LeafKey::P256(k) => V::P256(*k),
+            LeafKey::P384(k) => V::P384(*k),
+            LeafKey::P521(k) => V::P521(*k),
+            LeafKey::Ed25519(k) => V::Ed25519(*k),
         }
-        if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_der(der) {
-            return Ok(LeafKey::Ed25519(k));
-        }
-        Err(SigningError::Unsupported(
-            "certificate key is not ECDSA P-256/P-384 or Ed25519".into(),
-        ))
     }
 
     /// Check a signature over `msg`: DER ECDSA (high S normalised, see keys.rs) or raw Ed25519.
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
-        use p256::ecdsa::signature::Verifier as _;
-        match self {
-            LeafKey::P256(k) => super::keys::VerifyingKey::P256(*k).verify(msg, sig),
-            LeafKey::P384(k) => match p384::ecdsa::Signature::from_der(sig) {
-                Ok(s) => k.verify(msg, &s.normalize_s().unwrap_or(s)).is_ok(),
-                Err(_) => false,
-            },
-            LeafKey::Ed25519(k) => super::keys::VerifyingKey::Ed25519(*k).verify(msg, sig),
-        }
+        self.verifying_key().verify(msg, sig)
     }
 
     /// Check a DER ECDSA signature over a message given by its digest (Sigstore message
@@ -121,19 +126,24 @@ impl LeafKey {
                     .is_ok(),
                 Err(_) => false,
             },
+            LeafKey::P521(k) => {
+                let Ok(vk) = p521::ecdsa::VerifyingKey::from_affine(*k.as_affine()) else {
+                    return false;
+                };
+                match p521::ecdsa::Signature::from_der(sig) {
+                    Ok(s) => vk
+                        .verify_prehash(digest, &s.normalize_s().unwrap_or(s))
+                        .is_ok(),
+                    Err(_) => false,
+                }
+            }
             LeafKey::Ed25519(_) => false,
         }
     }
 
     /// The key as SPKI DER.
     pub fn to_spki_der(&self) -> Vec<u8> {
-        use p256::pkcs8::EncodePublicKey as _;
-        let r = match self {
-            LeafKey::P256(k) => k.to_public_key_der(),
-            LeafKey::P384(k) => k.to_public_key_der(),
-            LeafKey::Ed25519(k) => k.to_public_key_der(),
-        };
-        r.map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+        self.verifying_key().to_der()
     }
 }
 
@@ -144,7 +154,10 @@ pub enum San {
     Email(String),
     /// `uniformResourceIdentifier`.
     Uri(String),
-    /// `dNSName`.
+    /// `otherName` of type Fulcio username (1.3.6.1.4.1.57264.1.7), a UTF8String.
+    Username(String),
+    /// `dNSName`: shown, never matched as an identity (a signer is a person or a workload,
+    /// named by email, URI or username, as sigstore-python matches).
     Dns(String),
     /// Another kind of name, shown but never matched.
     Other(String),
@@ -154,7 +167,7 @@ impl San {
     /// The name's text.
     pub fn value(&self) -> &str {
         match self {
-            San::Email(s) | San::Uri(s) | San::Dns(s) | San::Other(s) => s,
+            San::Email(s) | San::Uri(s) | San::Username(s) | San::Dns(s) | San::Other(s) => s,
         }
     }
 }
@@ -212,6 +225,11 @@ impl LeafInfo {
                         GeneralName::Rfc822Name(s) => San::Email(s.to_string()),
                         GeneralName::UniformResourceIdentifier(s) => San::Uri(s.to_string()),
                         GeneralName::DnsName(s) => San::Dns(s.to_string()),
+                        GeneralName::OtherName(o) if o.type_id == FULCIO_USERNAME => {
+                            San::Username(o.value.decode_as::<String>().map_err(|e| {
+                                bad(format!("malformed username subject alternative name: {e}"))
+                            })?)
+                        }
                         other => San::Other(format!("{other:?}")),
                     });
                 }
@@ -254,11 +272,14 @@ impl LeafInfo {
         )))
     }
 
-    /// True when `identity` equals one of the subject alternative names (email, URI or DNS).
+    /// True when `identity` equals, byte for byte, one of the subject alternative names that
+    /// name a signer: email, URI or (Fulcio) username. Never a DNS name: sigstore-python and
+    /// model_signing match only these three forms, and a DNS name names a host, which anyone
+    /// able to obtain a certificate for it (or a CA that may issue for it) is not.
     pub fn has_identity(&self, identity: &str) -> bool {
-        self.sans
-            .iter()
-            .any(|s| !matches!(s, San::Other(_)) && s.value() == identity)
+        self.sans.iter().any(|s| {
+            matches!(s, San::Email(_) | San::Uri(_) | San::Username(_)) && s.value() == identity
+        })
     }
 }
 
@@ -296,9 +317,16 @@ pub fn now_secs() -> u64 {
 }
 
 /// Validate the path from `leaf` through any of `intermediates` to one of `roots` (DER, each
-/// a self-contained trust anchor), with every certificate valid at `at` (seconds since the
-/// Unix epoch): signatures, validity periods, basic constraints, name constraints and key
-/// purposes, as rustls-webpki checks them. A failure is [`SigningError::Certificate`].
+/// a trust anchor), with every certificate valid at `at` (seconds since the Unix epoch), and
+/// the key purpose `eku` of the signing certificate. A failure is
+/// [`SigningError::Certificate`], with the reason.
+///
+/// This is the one place where paths are validated. rustls-webpki builds the path and checks
+/// signatures, validity, basic constraints of intermediates, DNS/IP name constraints and key
+/// purposes; `super::pathcheck::check_path` adds what RFC 5280 asks beyond that (every
+/// issuer a CA allowed to sign certificates, path lengths, the anchor's own validity, flags
+/// and name constraints, email/URI/directory name constraints), on each candidate path, so a
+/// path refused there lets webpki try another.
 ///
 /// Returns the DER SubjectPublicKeyInfo of the certificate that issued `leaf` (what a signed
 /// certificate timestamp binds to).
@@ -313,10 +341,15 @@ pub fn validate_path(
     let root_ders: Vec<CertificateDer<'_>> =
         roots.iter().map(|r| CertificateDer::from(&r[..])).collect();
     let mut anchors = Vec::with_capacity(roots.len());
+    let mut root_certs = Vec::with_capacity(roots.len());
     for r in &root_ders {
-        anchors.push(
-            webpki::anchor_from_trusted_cert(r)
-                .map_err(|e| bad(format!("unusable root certificate: {e:?}")))?,
+        let mut a = webpki::anchor_from_trusted_cert(r)
+            .map_err(|e| bad(format!("unusable root certificate: {e:?}")))?;
+        // The anchor's name constraints are checked by pathcheck (webpki refuses email ones).
+        a.name_constraints = None;
+        anchors.push(a);
+        root_certs.push(
+            Certificate::from_der(r).map_err(|e| bad(format!("unusable root certificate: {e}")))?,
         );
     }
     let inter: Vec<CertificateDer<'_>> = intermediates
@@ -326,9 +359,41 @@ pub fn validate_path(
     let leaf_der = CertificateDer::from(leaf);
     let ee = webpki::EndEntityCert::try_from(&leaf_der)
         .map_err(|e| bad(format!("unusable signing certificate: {e:?}")))?;
+    let leaf_cert = Certificate::from_der(leaf)
+        .map_err(|e| bad(format!("unusable signing certificate: {e}")))?;
     let time = UnixTime::since_unix_epoch(Duration::from_secs(at));
+    // Why the last candidate path webpki accepted was refused by pathcheck.
+    let refused = std::cell::RefCell::new(None::<String>);
+    let hook = |p: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
+        let r = (|| {
+            let mut chain = Vec::new();
+            for c in p.intermediate_certificates() {
+                chain.push(
+                    Certificate::from_der(c.der().as_ref())
+                        .map_err(|e| format!("malformed intermediate certificate: {e}"))?,
+                );
+            }
+            let a = p.anchor();
+            let idx = anchors
+                .iter()
+                .position(|x| {
+                    x.subject.as_ref() == a.subject.as_ref()
+                        && x.subject_public_key_info.as_ref() == a.subject_public_key_info.as_ref()
+                })
+                .ok_or("the path ends at an unknown trust anchor")?;
+            super::pathcheck::check_path(&leaf_cert, &chain, &root_certs[idx], at)
+        })();
+        r.map_err(|m| {
+            *refused.borrow_mut() = Some(m);
+            // Any non-fatal error: webpki goes on to the next candidate path.
+            webpki::Error::UnknownIssuer
+        })
+    };
+    let hook: &dyn Fn(&webpki::VerifiedPath<'_>) -> Result<(), webpki::Error> = &hook;
     let r = match eku {
-        EkuPolicy::Any => ee.verify_for_usage(ALGS, &anchors, &inter, time, AnyEku, None, None),
+        EkuPolicy::Any => {
+            ee.verify_for_usage(ALGS, &anchors, &inter, time, AnyEku, None, Some(hook))
+        }
         EkuPolicy::CodeSigning => ee.verify_for_usage(
             ALGS,
             &anchors,
@@ -336,7 +401,7 @@ pub fn validate_path(
             time,
             webpki::KeyUsage::required(CODE_SIGNING_DER),
             None,
-            None,
+            Some(hook),
         ),
         EkuPolicy::TimeStamping => ee.verify_for_usage(
             ALGS,
@@ -345,11 +410,25 @@ pub fn validate_path(
             time,
             webpki::KeyUsage::required(TIME_STAMPING_DER),
             None,
-            None,
+            Some(hook),
         ),
     };
-    r.map(|p| p.issuer_spki().as_ref().to_vec())
-        .map_err(|e| bad(describe(&e, at)))
+    match r {
+        Ok(p) => Ok(p.issuer_spki().as_ref().to_vec()),
+        Err(e) => {
+            if let Some(m) = refused.borrow_mut().take() {
+                return Err(bad(m));
+            }
+            if e == webpki::Error::NameConstraintViolation {
+                if let Some(m) =
+                    super::pathcheck::unsupported_intermediate_constraints(intermediates)
+                {
+                    return Err(bad(m));
+                }
+            }
+            Err(bad(describe(&e, at)))
+        }
+    }
 }
 
 /// A webpki error in words.
@@ -372,6 +451,15 @@ fn describe(e: &webpki::Error, at: u64) -> String {
         E::CaUsedAsEndEntity => "the signing certificate is a CA certificate".into(),
         E::InvalidSignatureForPublicKey => {
             "a certificate's signature does not verify with its issuer's key".into()
+        }
+        E::EndEntityUsedAsCa => {
+            "a certificate in the chain issued another but is not a CA (basicConstraints)".into()
+        }
+        E::PathLenConstraintViolated => {
+            "an intermediate CA's path length constraint is exceeded".into()
+        }
+        E::NameConstraintViolation => {
+            "a certificate's names violate an issuer's name constraints".into()
         }
         other => format!("certificate path rejected: {other:?}"),
     }

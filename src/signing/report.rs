@@ -80,6 +80,7 @@ pub fn verify_json(
     });
     v["subject"] = json!(verified.statement().subject_name);
     v["ignore_paths"] = json!(r.signed_ignores);
+    v["user_ignores"] = json!(r.user_ignores);
     v["ignored_present"] = json!(r.ignored_present);
     v["ignored_weights"] = json!(r.ignored_weights);
     v["signer"] = signer_json(verified.signer());

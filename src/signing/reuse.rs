@@ -170,6 +170,16 @@ impl ReuseState {
     /// Parse a side-car and check it: its signature with `key`, then that it belongs to the
     /// bundle whose bytes are `bundle`.
     pub fn decode(bytes: &[u8], key: &VerifyingKey, bundle: &[u8]) -> Result<Self, SigningError> {
+        Self::decode_for(bytes, key, &bundle_digest(bundle))
+    }
+
+    /// [`ReuseState::decode`] for the bundle whose bytes have the SHA-256 (lowercase hex)
+    /// `bundle_sha256`.
+    pub fn decode_for(
+        bytes: &[u8],
+        key: &VerifyingKey,
+        bundle_sha256: &str,
+    ) -> Result<Self, SigningError> {
         let bad = |m: &str| SigningError::Reuse(m.to_string());
         let env: Envelope = serde_json::from_slice(bytes)
             .map_err(|e| SigningError::Reuse(format!("not a reuse state file: {e}")))?;
@@ -190,7 +200,7 @@ impl ReuseState {
         }
         let p: Payload = serde_json::from_slice(&payload)
             .map_err(|e| SigningError::Reuse(format!("signed payload: {e}")))?;
-        if p.bundle_sha256 != bundle_digest(bundle) {
+        if p.bundle_sha256 != bundle_sha256 {
             return Err(bad(
                 "it belongs to another signature bundle (made with a different bundle)",
             ));

@@ -56,12 +56,12 @@ impl Default for SignOptions {
     }
 }
 
-/// The file digest `sign` uses when none is asked for: SHA-256 for P-256 keys and for the
+/// The file digest `sign` uses when none is asked for: SHA-256 for ECDSA keys and for the
 /// `shards` method (what model_signing's `verify key` command can check), BLAKE3 for Ed25519
 /// keys (model_signing cannot verify those at all, so nothing is lost by the fast hash).
 pub fn default_hash_type(alg: KeyAlg, sharded: bool) -> HashType {
     match alg {
-        KeyAlg::P256 => HashType::Sha256,
+        KeyAlg::P256 | KeyAlg::P384 | KeyAlg::P521 => HashType::Sha256,
         _ if sharded => HashType::Sha256,
         _ => HashType::Blake3,
     }
@@ -72,9 +72,9 @@ pub fn default_hash_type(alg: KeyAlg, sharded: bool) -> HashType {
 /// always re-hashes with SHA-256 and always uses the `files` method.
 pub fn model_signing_cli_gaps(alg: KeyAlg, hash_type: HashType, method: Method) -> Vec<String> {
     let mut out = Vec::new();
-    if alg != KeyAlg::P256 {
+    if !alg.is_ecdsa() {
         out.push(format!(
-            "it verifies EC (P-256) keys only, not {}",
+            "it verifies EC (P-256, P-384, P-521) keys only, not {}",
             alg.name()
         ));
     }

@@ -24,7 +24,7 @@ use super::bundle::{pae, Bundle, PAYLOAD_TYPE};
 use super::hash::{blake3_bytes, hash_file, hash_shards, shard_ranges, tensor_digest, HashType};
 use super::keys::VerifyingKey;
 use super::model::{list_files, normalize_ignore, sort_names, ModelFile};
-use super::sign::{sibling_bundles, sibling_states, sig_relative};
+use super::sign::sig_relative;
 use super::statement::{check_resource_name, FileTensors, Method, Statement, DEFAULT_IGNORES};
 use super::{io_err, map_files_bounded, Progress, SigningError};
 use crate::fsutil::Follow;
@@ -37,6 +37,11 @@ pub struct VerifiedStatement {
     statement: Statement,
     key_hint: String,
     signer: Signer,
+    /// SHA-256 hex of the bundle bytes (what a reuse side-car names).
+    bundle_sha256: String,
+    /// The bare public key that verified the bundle (a reuse side-car is signed with its
+    /// private half); `None` for certificate and Sigstore bundles.
+    bare_key: Option<VerifyingKey>,
 }
 
 /// Who signed, as far as verification established it.
@@ -89,11 +94,18 @@ impl VerifiedStatement {
         &self.signer
     }
     /// For the Sigstore verifier: wrap a statement whose evidence it checked.
-    pub(crate) fn from_sigstore(statement: Statement, key_hint: String, signer: Signer) -> Self {
+    pub(crate) fn from_sigstore(
+        statement: Statement,
+        key_hint: String,
+        signer: Signer,
+        bundle: &[u8],
+    ) -> Self {
         Self {
             statement,
             key_hint,
             signer,
+            bundle_sha256: super::reuse::bundle_digest(bundle),
+            bare_key: None,
         }
     }
 }
@@ -193,6 +205,8 @@ pub fn verify_bundle_with_certificate(
             fingerprint: leaf.fingerprint.clone(),
             sans: leaf.sans.iter().map(|s| s.value().to_string()).collect(),
         },
+        bundle_sha256: super::reuse::bundle_digest(bytes),
+        bare_key: None,
     })
 }
 
@@ -222,7 +236,14 @@ pub fn verify_bundle(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedStateme
         }
     }
     if let Some(raw) = &bundle.raw_key {
-        if *raw != key.to_der() {
+        // DER SPKI, as the Sigstore bundle schema says; model_signing 0.3 and 1.0.0 wrote the
+        // key's PEM text there instead, which names the same key.
+        let same = *raw == key.to_der()
+            || std::str::from_utf8(raw)
+                .ok()
+                .and_then(|t| super::keys::spki_der_from_pem(t).ok())
+                .is_some_and(|d| d == key.to_der());
+        if !same {
             return Err(SigningError::KeyMismatch {
                 hint: "rawBytes".into(),
             });
@@ -245,6 +266,8 @@ pub fn verify_bundle(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedStateme
         statement,
         key_hint: hint.clone(),
         signer: Signer::Key { hint },
+        bundle_sha256: super::reuse::bundle_digest(bytes),
+        bare_key: Some(key.clone()),
     })
 }
 
@@ -323,12 +346,17 @@ pub struct ModelReport {
     pub has_tensor_digests: bool,
     /// The ignore list recorded in the signed statement.
     pub signed_ignores: Vec<String>,
+    /// Paths the verifier was asked to leave out (`verify --ignore`), normalised.
+    pub user_ignores: Vec<String>,
     /// Paths present in the model that were not checked: those the signed ignore list, the
-    /// default ignores or the signature's own path name, and other valid signature bundles at
-    /// the top level. Sorted.
+    /// default ignores, the user's ignore list or the signature's own path name, and the
+    /// signature's own reuse side-car once its signature checked. Sorted. Nothing else is
+    /// skipped: another file, whatever its name or content (another bundle included), is an
+    /// extra file and fails verification, as with model_signing.
     pub ignored_present: Vec<String>,
-    /// The subset of [`ModelReport::ignored_present`] that holds weight files (by extension):
-    /// a signature that skips weights proves nothing about them.
+    /// The subset of [`ModelReport::ignored_present`] that holds weight files (by extension),
+    /// leaving out the user's own `--ignore` paths: a signature that skips weights proves
+    /// nothing about them.
     pub ignored_weights: Vec<String>,
 }
 
@@ -397,6 +425,18 @@ fn ignores_for(model: &Path, st: &Statement, sig: Option<&Path>) -> Vec<String> 
     ig
 }
 
+/// The signature's own reuse side-car (`SIG.reuse`) inside the model, when it is one: signed
+/// with the private half of the key that verified the bundle and naming exactly this bundle.
+/// Anything else at that path is not skipped (and fails as an extra file).
+fn own_state(model: &Path, sig: &Path, verified: &VerifiedStatement) -> Option<String> {
+    let key = verified.bare_key.as_ref()?;
+    let path = super::reuse::state_path(sig);
+    let rel = sig_relative(model, Some(&path))?;
+    let bytes = crate::fsutil::read_capped(&path, super::reuse::MAX_STATE_LEN, Follow::No).ok()?;
+    super::reuse::ReuseState::decode_for(&bytes, key, &verified.bundle_sha256).ok()?;
+    Some(rel)
+}
+
 /// Step 5: hash the model's files and compare them with the verified statement.
 ///
 /// `sig` is the signature's path, left out of the listing when it lies inside the model.
@@ -406,19 +446,32 @@ pub fn check_model(
     sig: Option<&Path>,
     progress: Progress<'_>,
 ) -> Result<ModelReport, SigningError> {
+    check_model_ignoring(model, verified, sig, &[], progress)
+}
+
+/// [`check_model`], also leaving out `user_ignores` (relative POSIX paths inside the model,
+/// as model_signing's `--ignore-paths`): what the verifier, not the signer, chose to skip. A
+/// signed file named there is still required (it is reported missing), so the list can only
+/// skip files the signature does not cover.
+pub fn check_model_ignoring(
+    model: &Path,
+    verified: &VerifiedStatement,
+    sig: Option<&Path>,
+    user_ignores: &[String],
+    progress: Progress<'_>,
+) -> Result<ModelReport, SigningError> {
     let st = &verified.statement;
     let hash_type = st.serialization.hash_type;
     let mut ignores = ignores_for(model, st, sig);
-    // Another signer's valid bundle beside the model is not part of it (an invalid file named
-    // like one stays in the listing and fails as an extra file).
-    for (name, ok) in sibling_bundles(model, &ignores)? {
-        if ok.is_ok() {
-            ignores.push(name);
-        }
+    let user: Vec<String> = user_ignores
+        .iter()
+        .map(|s| normalize_ignore(s))
+        .filter(|s| !s.is_empty())
+        .collect();
+    ignores.extend(user.iter().cloned());
+    if let Some(rel) = sig.and_then(|s| own_state(model, s, verified)) {
+        ignores.push(rel);
     }
-    // So is a signer's reuse state beside its bundle.
-    let states = sibling_states(model, &ignores)?;
-    ignores.extend(states);
     ignores.sort();
     ignores.dedup();
     let mut ignored_present = Vec::new();
@@ -430,7 +483,8 @@ pub fn check_model(
             }
             let p = model.join(ig);
             if p.symlink_metadata().is_ok() {
-                if weights_under(&p, ig) {
+                // What the verifier itself chose to skip is not the signer's omission.
+                if !user.contains(ig) && weights_under(&p, ig) {
                     ignored_weights.push(ig.clone());
                 }
                 ignored_present.push(ig.clone());
@@ -641,6 +695,7 @@ pub fn check_model(
         bytes_hashed,
         has_tensor_digests: st.tensors.is_some(),
         signed_ignores: st.serialization.ignore_paths.clone(),
+        user_ignores: user,
         ignored_present,
         ignored_weights,
     })
@@ -840,6 +895,57 @@ mod tests {
         let p = dir.join("m.safetensors");
         std::fs::write(&p, safetensors_bytes(&tensors, &[]).unwrap()).unwrap();
         p
+    }
+
+    /// Issue 24: the bundle's own reuse side-car is skipped only when it is signed with the
+    /// bundle's key and names this bundle; anything else at its path is an extra file.
+    #[test]
+    fn own_reuse_side_car_is_skipped_only_when_it_verifies() {
+        use crate::signing::reuse::{bundle_digest, ReuseState};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("m");
+        std::fs::create_dir(&d).unwrap();
+        model(&d);
+        let key = SigningKey::generate(KeyAlg::P256);
+        let sig = d.join("model.sig");
+        let opts = SignOptions {
+            sig_path: Some(sig.clone()),
+            ..SignOptions::default()
+        };
+        let bytes = sign_model(&d, &key, &opts, &|_| {}).unwrap().to_json();
+        std::fs::write(&sig, &bytes).unwrap();
+        let v = verify_bundle(&bytes, &key.verifying_key()).unwrap();
+        assert!(!v
+            .statement()
+            .serialization
+            .ignore_paths
+            .contains(&"model.sig.reuse".into()));
+        let state = |k: &SigningKey, b: &[u8]| {
+            ReuseState {
+                bundle_sha256: bundle_digest(b),
+                files: Default::default(),
+            }
+            .encode(k)
+            .unwrap()
+        };
+        let side = d.join("model.sig.reuse");
+        std::fs::write(&side, state(&key, &bytes)).unwrap();
+        let r = check_model(&d, &v, Some(&sig), &|_| {}).unwrap();
+        assert!(r.is_valid(), "{:?}", r.files);
+        assert!(r.ignored_present.contains(&"model.sig.reuse".to_string()));
+        for forged in [
+            state(&SigningKey::generate(KeyAlg::P256), &bytes),
+            state(&key, b"another bundle"),
+            br#"{"format": "hallmark-reuse-state", "version": 1}"#.to_vec(),
+        ] {
+            std::fs::write(&side, forged).unwrap();
+            let r = check_model(&d, &v, Some(&sig), &|_| {}).unwrap();
+            assert!(!r.is_valid());
+            assert!(r
+                .files
+                .iter()
+                .any(|f| f.name == "model.sig.reuse" && f.status == FileStatus::Extra));
+        }
     }
 
     #[test]

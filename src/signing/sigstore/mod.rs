@@ -12,10 +12,12 @@
 //!      Merkle inclusion proof of the entry's body up to the proof's root, and the signed
 //!      checkpoint that commits the log to that root (required from bundle v0.2 on; v0.1
 //!      bundles may carry the SET alone); the integrated time not in the future;
-//!    - Rekor v2 (`hashedrekord`/`dsse` 0.0.2): no SET and no integrated time, so the
-//!      inclusion proof and its checkpoint are required, and the checkpoint must be a signed
-//!      note whose origin is the log's name (its URL's host) with a signature line of that
-//!      name by the log's key (witness cosignatures are ignored);
+//!    - Rekor v2 (`hashedrekord` 0.0.2; `dsse` 0.0.2 is refused, as sigstore-python and
+//!      sigstore-java refuse it): no SET and no integrated time, so the inclusion proof and
+//!      its checkpoint are required, and the checkpoint must be a signed note whose origin is
+//!      the log's name (its URL's host; a log without `baseUrl` in the trusted root is
+//!      refused) with a signature line of that name by the log's key (witness cosignatures
+//!      are ignored);
 //!
 //!    then every RFC 3161 timestamp (a v2 entry needs one: its time is the signing time), and
 //!    the log key valid at the signing time (the integrated time, else the earliest timestamp);
@@ -343,7 +345,7 @@ pub struct SigstorePolicy {
 pub enum SigstoreSigner {
     /// Keyless: a Fulcio certificate for this identity, issued on a token from this issuer.
     Identity {
-        /// A subject alternative name (email or URI) of the certificate.
+        /// An email, URI or username subject alternative name of the certificate.
         identity: String,
         /// The OIDC issuer, as Fulcio recorded it.
         issuer: String,
@@ -699,17 +701,7 @@ fn verify_evidence_at(
         .kind_version
         .as_ref()
         .ok_or_else(|| bad("log entry has no kindVersion"))?;
-    // Rekor v2 (tile-backed) entries: no signed entry timestamp, no integrated time.
-    let rekor_v2 = match (kv.kind.as_str(), kv.version.as_str()) {
-        ("hashedrekord", "0.0.1") | ("dsse", "0.0.1") | ("intoto", "0.0.2") => false,
-        ("hashedrekord", "0.0.2") | ("dsse", "0.0.2") => true,
-        _ => {
-            return Err(SigningError::Unsupported(format!(
-                "log entry kind {} {}",
-                kv.kind, kv.version
-            )))
-        }
-    };
+    let rekor_v2 = rekor_generation(&kv.kind, &kv.version)?;
     // Content: exactly one of a DSSE envelope and a message signature.
     let (content, signature) = match (b.dsse_envelope, b.message_signature) {
         (Some(env), None) => {
@@ -972,6 +964,29 @@ fn verify_evidence_at(
     })
 }
 
+/// Whether a log entry kind is a Rekor v2 (tile-backed: no signed entry timestamp, no
+/// integrated time) one; an error for a kind not accepted.
+///
+/// Rekor v2 `dsse` 0.0.2 entries are refused, as sigstore-python and sigstore-java refuse
+/// them (their signers log a DSSE envelope in Rekor v2 as a `hashedrekord` over its PAE): a
+/// bundle that only this verifier accepted would not be a portable Sigstore bundle, and one
+/// entry format for DSSE in v2 leaves one body check to get right.
+fn rekor_generation(kind: &str, version: &str) -> Result<bool, SigningError> {
+    match (kind, version) {
+        ("hashedrekord", "0.0.1") | ("dsse", "0.0.1") | ("intoto", "0.0.2") => Ok(false),
+        ("hashedrekord", "0.0.2") => Ok(true),
+        ("dsse", "0.0.2") => Err(SigningError::Unsupported(
+            "log entry kind dsse 0.0.2 (Rekor v2): refused, as sigstore-python and \
+             sigstore-java refuse it (Rekor v2 logs a DSSE envelope as a hashedrekord 0.0.2 \
+             entry)"
+                .into(),
+        )),
+        _ => Err(SigningError::Unsupported(format!(
+            "log entry kind {kind} {version}"
+        ))),
+    }
+}
+
 /// The Merkle inclusion proof (RFC 9162 §2.1.3.2) and the checkpoint that signs its root.
 /// `rekor_v2`: the checkpoint must name the log (origin and signer: the host of its URL).
 fn check_inclusion(
@@ -1017,7 +1032,18 @@ fn check_inclusion(
     let cp = p.checkpoint.as_ref().ok_or_else(|| {
         fail("the inclusion proof has no checkpoint, so nothing signs its root hash")
     })?;
-    let name = if rekor_v2 { log.name.as_deref() } else { None };
+    // A Rekor v2 checkpoint's origin is the log's name, the host of its base URL; a trusted
+    // root that gives no URL leaves nothing to check it against, so the entry is refused.
+    let name = if rekor_v2 {
+        Some(log.name.as_deref().ok_or_else(|| {
+            fail(
+                "the trusted root gives the Rekor v2 log no baseUrl, so the checkpoint's \
+                 origin cannot be checked against the log's name",
+            )
+        })?)
+    } else {
+        None
+    };
     let (cp_size, cp_root) = check_checkpoint(&cp.envelope, log, name)?;
     if cp_size != size as u64 || cp_root != root {
         return Err(fail(
@@ -1325,9 +1351,9 @@ fn check_dsse_body(
     Ok(())
 }
 
-/// A Rekor v2 entry body (`hashedrekord` or `dsse` 0.0.2) describes exactly this signature,
-/// signer and content. A DSSE envelope may be logged as a hashedrekord over the SHA-256 of its
-/// PAE (`pae`), or as a dsse entry over the SHA-256 of its payload.
+/// A Rekor v2 entry body (`hashedrekord` 0.0.2; see [`rekor_generation`]) describes exactly
+/// this signature, signer and content. A DSSE envelope is logged as a hashedrekord over the
+/// SHA-256 of its PAE (`pae`).
 fn check_v2_body(
     body: &serde_json::Value,
     kind: &str,
@@ -1366,22 +1392,6 @@ fn check_v2_body(
             }
             if !who.is_v2(&spec["signature"]["verifier"]) {
                 return Err(mismatch(who.what()));
-            }
-        }
-        ("dsse", Content::Dsse { payload, .. }) => {
-            let spec = &body["spec"]["dsseV002"];
-            let want: [u8; 32] = Sha256::digest(payload).into();
-            if !digest_is(&spec["payloadHash"], &want) {
-                return Err(mismatch("payload digest"));
-            }
-            let sigs = spec["signatures"]
-                .as_array()
-                .map_or(&[][..], |v| v.as_slice());
-            let ok = sigs.len() == 1
-                && str_at(&sigs[0], &["content"]).and_then(b64).as_deref() == Some(sig)
-                && who.is_v2(&sigs[0]["verifier"]);
-            if !ok {
-                return Err(mismatch(&format!("signature or {}", who.what())));
             }
         }
         _ => {
@@ -1439,7 +1449,7 @@ pub fn verify_oms_bundle(
     }
     let statement = Statement::from_payload(payload)?;
     Ok(VerifiedStatement::from_sigstore(
-        statement, v.key_hint, v.signer,
+        statement, v.key_hint, v.signer, bytes,
     ))
 }
 
@@ -1519,46 +1529,54 @@ mod tests {
         }
     }
 
-    /// `dsse` 0.0.2 entries (no conformance case has one): the body must name this payload,
-    /// signature and key, and a message signature cannot be logged as one.
+    /// Issue 24: Rekor v2 `dsse` 0.0.2 entries are refused (as sigstore-python and
+    /// sigstore-java do); the other kinds are told apart.
     #[test]
-    fn rekor_v2_dsse_bodies_must_match() {
+    fn rekor_v2_dsse_entries_are_refused_and_v1_kinds_accepted() {
+        assert!(!rekor_generation("hashedrekord", "0.0.1").unwrap());
+        assert!(!rekor_generation("dsse", "0.0.1").unwrap());
+        assert!(!rekor_generation("intoto", "0.0.2").unwrap());
+        assert!(rekor_generation("hashedrekord", "0.0.2").unwrap());
+        let e = rekor_generation("dsse", "0.0.2").unwrap_err();
+        assert!(e.to_string().contains("sigstore-python"), "{e}");
+        assert!(rekor_generation("intoto", "0.0.1").is_err());
+    }
+
+    /// Issue 24: a Rekor v2 entry whose log has no `baseUrl` in the trusted root is refused
+    /// (its checkpoint origin cannot be checked), where a v1 entry's checkpoint is not named.
+    #[test]
+    fn rekor_v2_entry_of_a_log_without_base_url_is_refused() {
         use base64::engine::general_purpose::STANDARD;
-        let key_of = |b: u8| {
-            let sk = p256::ecdsa::SigningKey::from_bytes(&[b; 32].into()).unwrap();
-            LeafKey::P256(*sk.verifying_key())
+        let sk = p256::ecdsa::SigningKey::from_bytes(&[3u8; 32].into()).unwrap();
+        let log = LogKey {
+            key_id: vec![1, 2, 3, 4],
+            key: LeafKey::P256(*sk.verifying_key()),
+            valid: Validity {
+                start: 0,
+                end: None,
+            },
+            name: None,
         };
-        let (key, other) = (key_of(1), key_of(2));
-        let payload = b"{\"_type\":\"https://in-toto.io/Statement/v1\"}".to_vec();
-        let sig = vec![7u8; 70];
-        let body = |payload: &[u8], sig: &[u8], k: &LeafKey| {
-            serde_json::json!({"apiVersion": "0.0.2", "kind": "dsse", "spec": {"dsseV002": {
-                "payloadHash": {"algorithm": "SHA2_256",
-                    "digest": STANDARD.encode(Sha256::digest(payload))},
-                "signatures": [{"content": STANDARD.encode(sig), "verifier": {
-                    "keyDetails": "PKIX_ECDSA_P256_SHA_256",
-                    "publicKey": {"rawBytes": STANDARD.encode(k.to_spki_der())}}}]}}})
+        let body = b"entry body";
+        // A one-leaf tree: the root is the leaf hash.
+        let mut h = Sha256::new();
+        h.update([0u8]);
+        h.update(body);
+        let root = STANDARD.encode(h.finalize());
+        let proof = SProof {
+            log_index: Some(Int::N(0)),
+            root_hash: Some(root.clone()),
+            tree_size: Some(Int::N(1)),
+            hashes: vec![],
+            checkpoint: Some(SCheckpoint {
+                envelope: format!("rekor.example\n1\n{root}\n\n\u{2014} rekor.example AAAA\n"),
+            }),
         };
-        let content = Content::Dsse {
-            payload_type: PAYLOAD_TYPE.into(),
-            payload: payload.clone(),
-        };
-        let who = Verifier::Key(&key);
-        let check = |b: &serde_json::Value| check_v2_body(b, "dsse", &content, &[], &sig, &who);
-        check(&body(&payload, &sig, &key)).unwrap();
-        let e = check(&body(b"another", &sig, &key)).unwrap_err();
-        assert!(e.to_string().contains("payload digest"), "{e}");
-        let e = check(&body(&payload, &[8u8; 70], &key)).unwrap_err();
-        assert!(e.to_string().contains("signature or public key"), "{e}");
-        let e = check(&body(&payload, &sig, &other)).unwrap_err();
-        assert!(e.to_string().contains("signature or public key"), "{e}");
-        let mut old = body(&payload, &sig, &key);
-        old["apiVersion"] = "0.0.1".into();
-        assert!(check(&old).is_err());
-        let msg = Content::Message { sha256: [0; 32] };
-        let e =
-            check_v2_body(&body(&payload, &sig, &key), "dsse", &msg, &[], &sig, &who).unwrap_err();
-        assert!(e.to_string().contains("hashedrekord"), "{e}");
+        let e = check_inclusion(&proof, body, &log, true).unwrap_err();
+        assert!(e.to_string().contains("no baseUrl"), "{e}");
+        // Rekor v1: the same proof gets as far as the checkpoint's signature.
+        let e = check_inclusion(&proof, body, &log, false).unwrap_err();
+        assert!(!e.to_string().contains("baseUrl"), "{e}");
     }
 
     #[test]
