@@ -314,8 +314,19 @@ fn matches(n: &GeneralName, base: &GeneralName) -> Result<bool, String> {
         }
         (GeneralName::DnsName(n), GeneralName::DnsName(b)) => dns_in(n.as_str(), b.as_str()),
         (GeneralName::UniformResourceIdentifier(n), GeneralName::UniformResourceIdentifier(b)) => {
-            // A URI without a host (`urn:...`) lies in no host subtree.
-            uri_host(n.as_str()).is_some_and(|h| host_in(h, b.as_str()))
+            // Fail closed: a URI whose host cannot be read unambiguously (`urn:...`,
+            // `https:host/x`, a backslash or percent-escape in the authority) could slip past
+            // an excluded subtree, so it is refused rather than judged.
+            match uri_host(n.as_str()) {
+                Some(h) => host_in(h, b.as_str()),
+                None => {
+                    return Err(format!(
+                        "the signing certificate's URI `{}` has no host that the CA's URI name \
+                         constraint can be checked against",
+                        n.as_str()
+                    ))
+                }
+            }
         }
         (GeneralName::IpAddress(n), GeneralName::IpAddress(b)) => ip_in(n.as_bytes(), b.as_bytes()),
         (GeneralName::DirectoryName(n), GeneralName::DirectoryName(b)) => dn_in(n, b)?,
@@ -334,6 +345,9 @@ fn email_in(name: &str, base: &str) -> bool {
     let Some((local, domain)) = name.rsplit_once('@') else {
         return false;
     };
+    // `corp.example.` is `corp.example` (a trailing dot must not step out of a subtree).
+    let domain = domain.trim_end_matches('.');
+    let base = base.trim_end_matches('.');
     if let Some((blocal, bdomain)) = base.rsplit_once('@') {
         return local == blocal && domain.eq_ignore_ascii_case(bdomain);
     }
@@ -363,6 +377,8 @@ fn dns_in(name: &str, base: &str) -> bool {
 /// RFC 5280: a URI constraint names a host (exactly) or, with a leading `.`, a domain (hosts
 /// below it).
 fn host_in(host: &str, base: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    let base = base.trim_end_matches('.');
     if base.starts_with('.') {
         return ends_with_ci(host, base) && host.len() > base.len();
     }
@@ -373,6 +389,10 @@ fn host_in(host: &str, base: &str) -> bool {
 fn uri_host(uri: &str) -> Option<&str> {
     let (_, rest) = uri.split_once("://")?;
     let auth = rest.split(['/', '?', '#']).next()?;
+    // URL parsers disagree on these (WHATWG reads `\` as `/`); refuse rather than guess.
+    if auth.contains(['\\', '%']) {
+        return None;
+    }
     let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
     let host = if let Some(v6) = host.strip_prefix('[') {
         v6.split(']').next()?
@@ -443,6 +463,11 @@ mod tests {
         assert_eq!(uri_host("https://u@h.example:8/x"), Some("h.example"));
         assert_eq!(uri_host("https://[::1]/x"), Some("::1"));
         assert_eq!(uri_host("urn:x"), None);
+        assert_eq!(uri_host("https:evil.example/x"), None);
+        assert_eq!(uri_host("https://evil.example\\@good.example/x"), None);
+        assert!(host_in("evil.example.", "evil.example"));
+        assert!(email_in("alice@corp.example.", "corp.example"));
+        assert!(email_in("alice@corp.example.", "alice@corp.example"));
         assert!(host_in("h.example", "h.example"));
         assert!(!host_in("a.h.example", "h.example"));
         assert!(host_in("a.h.example", ".h.example"));

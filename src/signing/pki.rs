@@ -373,15 +373,26 @@ pub fn validate_path(
                         .map_err(|e| format!("malformed intermediate certificate: {e}"))?,
                 );
             }
+            // webpki names the anchor by subject and key only, so a roots file holding several
+            // certificates for one key (a renewed root beside the expired one, a constrained and
+            // an unconstrained copy) gives several candidates: the path is valid through any
+            // copy that passes, whatever their order in the file.
             let a = p.anchor();
-            let idx = anchors
-                .iter()
-                .position(|x| {
-                    x.subject.as_ref() == a.subject.as_ref()
-                        && x.subject_public_key_info.as_ref() == a.subject_public_key_info.as_ref()
-                })
-                .ok_or("the path ends at an unknown trust anchor")?;
-            super::pathcheck::check_path(&leaf_cert, &chain, &root_certs[idx], at)
+            let mut first_refusal = None;
+            for (x, root) in anchors.iter().zip(&root_certs) {
+                if x.subject.as_ref() != a.subject.as_ref()
+                    || x.subject_public_key_info.as_ref() != a.subject_public_key_info.as_ref()
+                {
+                    continue;
+                }
+                match super::pathcheck::check_path(&leaf_cert, &chain, root, at) {
+                    Ok(()) => return Ok(()),
+                    Err(m) => {
+                        first_refusal.get_or_insert(m);
+                    }
+                }
+            }
+            Err(first_refusal.unwrap_or_else(|| "the path ends at an unknown trust anchor".into()))
         })();
         r.map_err(|m| {
             *refused.borrow_mut() = Some(m);
@@ -497,6 +508,49 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    /// A root renewed with the same name and key (the expired copy listed first, as a roots file
+    /// that keeps both during a rollover does): the path is valid through the renewed copy in
+    /// either order, and refused through the expired copy alone.
+    #[test]
+    fn renewed_root_beside_its_expired_copy_is_used_in_either_order() {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose, SanType,
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root = |until: i32| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name
+                .push(DnType::CommonName, "Rollover Root");
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(until, 1, 1);
+            p
+        };
+        let old = root(2021).self_signed(&root_key).unwrap().der().to_vec();
+        let new_params = root(2099);
+        let new = new_params.self_signed(&root_key).unwrap().der().to_vec();
+        let issuer = Issuer::new(new_params, root_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![SanType::Rfc822Name("a@example.com".try_into().unwrap())];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        p.not_before = rcgen::date_time_ymd(2020, 6, 1);
+        p.not_after = rcgen::date_time_ymd(2099, 1, 1);
+        let leaf = p.signed_by(&leaf_key, &issuer).unwrap().der().to_vec();
+        let now = 1_800_000_000; // 2027
+        for roots in [
+            vec![old.clone(), new.clone()],
+            vec![new.clone(), old.clone()],
+        ] {
+            validate_path(&leaf, &[], &roots, now, EkuPolicy::CodeSigning).unwrap();
+        }
+        let e = validate_path(&leaf, &[], &[old], now, EkuPolicy::CodeSigning).unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
     }
 
     #[test]

@@ -469,9 +469,27 @@ pub fn check_model_ignoring(
         .filter(|s| !s.is_empty())
         .collect();
     ignores.extend(user.iter().cloned());
+    // The bundle's own reuse side-car is skipped only when it verifies, even where the signed
+    // ignore list names it (`sign --reuse` puts it there): otherwise any bytes at that path,
+    // an old or a foreign side-car, would pass unchecked.
+    if let Some(side) = sig.and_then(|s| sig_relative(model, Some(&super::reuse::state_path(s)))) {
+        ignores.retain(|ig| *ig != side);
+    }
     if let Some(rel) = sig.and_then(|s| own_state(model, s, verified)) {
         ignores.push(rel);
     }
+    // A signed file is always verified: no ignore (git paths by default, the signer's list, the
+    // verifier's --ignore) may skip it or a directory holding it. model_signing bundles made
+    // with --no-ignore-git-paths sign `.gitattributes` and the like.
+    let signed_names = st.files();
+    ignores.retain(|ig| {
+        !signed_names.iter().any(|(n, _)| {
+            *n == ig.as_str()
+                || (n.len() > ig.len()
+                    && n.starts_with(ig.as_str())
+                    && n.as_bytes()[ig.len()] == b'/')
+        })
+    });
     ignores.sort();
     ignores.dedup();
     let mut ignored_present = Vec::new();
@@ -946,6 +964,27 @@ mod tests {
                 .iter()
                 .any(|f| f.name == "model.sig.reuse" && f.status == FileStatus::Extra));
         }
+        // Named in the signed ignore list (as `sign --reuse` writes it): still skipped only when
+        // it verifies, so an old or foreign side-car cannot ride on the signer's ignore entry.
+        let opts = SignOptions {
+            sig_path: Some(sig.clone()),
+            ignore: vec!["model.sig.reuse".into()],
+            ..SignOptions::default()
+        };
+        std::fs::remove_file(&side).unwrap();
+        let bytes = sign_model(&d, &key, &opts, &|_| {}).unwrap().to_json();
+        std::fs::write(&sig, &bytes).unwrap();
+        let v = verify_bundle(&bytes, &key.verifying_key()).unwrap();
+        assert!(v
+            .statement()
+            .serialization
+            .ignore_paths
+            .contains(&"model.sig.reuse".into()));
+        std::fs::write(&side, state(&key, &bytes)).unwrap();
+        assert!(check_model(&d, &v, Some(&sig), &|_| {}).unwrap().is_valid());
+        std::fs::write(&side, state(&key, b"an older bundle")).unwrap();
+        let r = check_model(&d, &v, Some(&sig), &|_| {}).unwrap();
+        assert!(!r.is_valid(), "{:?}", r.files);
     }
 
     #[test]
