@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use hallmark::detect::ScoreVerdict;
 use hallmark::fingerprint::{extract, Fingerprint, Suspect};
 use hallmark_testkit::{ensure, FamilyRecord, ModelRecord, Origin, SetConfig, TrainedSet};
 
@@ -67,7 +68,14 @@ fn fingerprints(set: &TrainedSet, ms: &[&ModelRecord], trained_rows: bool) -> Ve
         .collect()
 }
 
-fn test(set: &TrainedSet, m: &ModelRecord, trained_rows: bool, fp: &Fingerprint) -> (f64, f64) {
+/// Raw p-value, invariant similarity, and the symmetry-invariant line's score and verdict (NaN
+/// and `None` when that line did not run).
+fn test_sym(
+    set: &TrainedSet,
+    m: &ModelRecord,
+    trained_rows: bool,
+    fp: &Fingerprint,
+) -> (f64, f64, f64, Option<ScoreVerdict>) {
     let p = file(set, m, trained_rows);
     let t = Suspect::open(&p)
         .and_then(|s| s.test(fp))
@@ -80,7 +88,17 @@ fn test(set: &TrainedSet, m: &ModelRecord, trained_rows: bool, fp: &Fingerprint)
     let inv = t.details["invariant_similarity"]
         .as_f64()
         .unwrap_or(f64::NAN);
-    (t.p_raw, inv)
+    let score = t
+        .details
+        .get("symmetry")
+        .and_then(|s| s["score"].as_f64())
+        .unwrap_or(f64::NAN);
+    (t.p_raw, inv, score, t.score_verdict)
+}
+
+fn test(set: &TrainedSet, m: &ModelRecord, trained_rows: bool, fp: &Fingerprint) -> (f64, f64) {
+    let (p, inv, _, _) = test_sym(set, m, trained_rows, fp);
+    (p, inv)
 }
 
 #[test]
@@ -99,14 +117,15 @@ fn independently_trained_pairs_are_not_matched() {
             let fps = fingerprints(set, &ms, trained_rows);
             let mut ps = Vec::new();
             let mut invs = Vec::new();
+            let mut scores = Vec::new();
             for (i, fp) in fps.iter().enumerate() {
                 for (j, m) in ms.iter().enumerate() {
                     if i == j {
                         continue;
                     }
-                    let (p, inv) = test(set, m, trained_rows, fp);
+                    let (p, inv, score, verdict) = test_sym(set, m, trained_rows, fp);
                     eprintln!(
-                        "{} {}: registered {} suspect {}: p_raw {p:.3e}, invariant similarity {inv:.3}",
+                        "{} {}: registered {} suspect {}: p_raw {p:.3e}, invariant similarity {inv:.3}, symmetry score {score:.3} ({verdict:?})",
                         f.family.name(),
                         if trained_rows { "trained rows" } else { "full vocabulary" },
                         ms[i].name,
@@ -115,6 +134,14 @@ fn independently_trained_pairs_are_not_matched() {
                     if p <= ALPHA {
                         failures.push(format!("{} -> {}: p_raw {p:e}", ms[i].name, m.name));
                     }
+                    // The symmetry line must not match an impostor either (no exit 0).
+                    if verdict == Some(ScoreVerdict::Match) {
+                        failures.push(format!(
+                            "{} -> {}: symmetry score {score}",
+                            ms[i].name, m.name
+                        ));
+                    }
+                    scores.push(score);
                     ps.push(p);
                     invs.push(inv);
                 }
@@ -122,8 +149,9 @@ fn independently_trained_pairs_are_not_matched() {
             let n = ps.len();
             let min = ps.iter().copied().fold(1.0, f64::min);
             let mean_inv = invs.iter().sum::<f64>() / n as f64;
+            let max_score = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             eprintln!(
-                "{} {}: {n} ordered pairs, min p_raw {min:.3e}, mean invariant similarity {mean_inv:.3}",
+                "{} {}: {n} ordered pairs, min p_raw {min:.3e}, mean invariant similarity {mean_inv:.3}, largest symmetry score {max_score:.3}",
                 f.family.name(),
                 if trained_rows { "trained rows" } else { "full vocabulary" },
             );
@@ -215,3 +243,4 @@ fn trained_models_learnt_more_than_token_frequencies() {
         );
     }
 }
+
