@@ -40,15 +40,19 @@ pub const SKETCH_TOKENS: usize = 32;
 /// Largest token count a fingerprint may declare (bounds the work a hostile file can ask for).
 pub const MAX_SKETCH_TOKENS: usize = 256;
 
-/// Score from which a suspect is a symmetry match ("derived up to ..."). Set above the
-/// largest impostor score measured (docs/fingerprint.md) with a margin.
-pub const MATCH_SCORE: f32 = 0.6;
+/// Score from which a suspect is a symmetry match ("derived up to ..."). Independently trained
+/// small models that share a tokenizer and data score up to 0.969 (docs/fingerprint.md,
+/// "Impostors"): their forms share a strong low-rank token structure. The threshold sits above
+/// every impostor measured; exact and re-quantized disguised copies of the real models score
+/// 0.996 to 1.000.
+pub const MATCH_SCORE: f32 = 0.99;
 /// Scores from here up to [`MATCH_SCORE`] are where impostor data cannot tell copies from
-/// independent models: undecided (exit 3), never "no match".
-pub const UNDECIDED_SCORE: f32 = 0.35;
+/// independent models (the measured impostors score 0.77 to 0.97): undecided (exit 3), never
+/// "no match".
+pub const UNDECIDED_SCORE: f32 = 0.5;
 /// The largest impostor score measured, and over how many ordered impostor pairs
-/// (docs/fingerprint.md, "Symmetry-invariant line"; `tests/trained.rs` re-measures it).
-pub const LARGEST_IMPOSTOR: (f32, usize) = (0.0, 0);
+/// (docs/fingerprint.md, "Impostors"; `tests/trained.rs` re-measures it on the full set).
+pub const LARGEST_IMPOSTOR: (f32, usize) = (0.969, 40);
 
 /// `S(W)` of a matrix `m` (stored `rows x cols`) whose `axis` has the residual size, on token rows
 /// `x` (`t x H`): strict upper triangle, scaled to unit RMS. `None` when it is all zero.
@@ -233,32 +237,60 @@ pub struct Agreement {
     pub best: Vec<(f32, usize, bool)>,
 }
 
-/// Compare registered sketches (plain, optionally folded) with a suspect's.
+/// Rows centred and scaled to unit length (a zero row stays zero), so a matrix product gives
+/// Pearson correlations.
+fn standardized(rows: &[&[f32]], width: usize) -> Array2<f32> {
+    let mut m = Array2::<f32>::zeros((rows.len(), width));
+    for (mut out, r) in m.rows_mut().into_iter().zip(rows) {
+        if r.len() != width {
+            continue;
+        }
+        let mean = r.iter().map(|&v| v as f64).sum::<f64>() / width.max(1) as f64;
+        let ss: f64 = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum();
+        if ss > 0.0 && ss.is_finite() {
+            let inv = 1.0 / ss.sqrt();
+            for (o, &v) in out.iter_mut().zip(r.iter()) {
+                *o = ((v as f64 - mean) * inv) as f32;
+            }
+        }
+    }
+    m
+}
+
+/// Compare registered sketches (plain, optionally folded) with a suspect's: all correlations
+/// at once as one matrix product (a registry of one architecture runs this per entry).
 pub fn agreement(
     reg: &[(Vec<f32>, Option<Vec<f32>>)],
     sus: &[(usize, usize, Vec<f32>)],
 ) -> Agreement {
-    let best: Vec<(f32, usize, bool)> = reg
-        .par_iter()
-        .map(|(plain, folded)| {
-            let mut b = (f32::NEG_INFINITY, usize::MAX, false);
-            for (i, _, s) in sus {
-                let c = pearson(plain, s);
-                if c > b.0 {
-                    b = (c, *i, false);
+    let width = reg.first().map(|r| r.0.len()).unwrap_or(0);
+    let s = standardized(
+        &sus.iter().map(|x| x.2.as_slice()).collect::<Vec<_>>(),
+        width,
+    );
+    let plain = standardized(
+        &reg.iter().map(|r| r.0.as_slice()).collect::<Vec<_>>(),
+        width,
+    );
+    let folded = standardized(
+        &reg.iter()
+            .map(|r| r.1.as_deref().unwrap_or(&[]))
+            .collect::<Vec<_>>(),
+        width,
+    );
+    let (cp, cf) = (plain.dot(&s.t()), folded.dot(&s.t()));
+    let best: Vec<(f32, usize, bool)> = (0..reg.len())
+        .map(|i| {
+            let mut b = (0.0f32, usize::MAX, false);
+            for (j, x) in sus.iter().enumerate() {
+                if cp[[i, j]] > b.0 {
+                    b = (cp[[i, j]], x.0, false);
                 }
-                if let Some(f) = folded {
-                    let c = pearson(f, s);
-                    if c > b.0 {
-                        b = (c, *i, true);
-                    }
+                if cf[[i, j]] > b.0 {
+                    b = (cf[[i, j]], x.0, true);
                 }
             }
-            if b.0.is_finite() {
-                b
-            } else {
-                (0.0, usize::MAX, false)
-            }
+            b
         })
         .collect();
     let mut v: Vec<f32> = best.iter().map(|b| b.0).collect();
@@ -273,6 +305,7 @@ pub fn agreement(
     Agreement { score, best }
 }
 
+#[cfg(test)]
 fn pearson(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() || a.len() < 2 {
         return 0.0;
