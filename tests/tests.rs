@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod disguise;
 mod distil;
 mod fingerprint;
 mod forgery;

@@ -243,21 +243,7 @@ fn result_line(t: &KeyTest) -> String {
     let p = fmt_p(t.p_value, t.log10_p);
     let raw = fmt_p(t.p_raw, t.log10_p_raw);
     if t.kind == "fingerprint" {
-        let similar = t.details.get("similar").and_then(|v| v.as_bool()) == Some(true);
-        if t.matched {
-            let mut s = format!("MATCH: derived (p = {p}, raw {raw})");
-            if let Some(l) = t.details.get("lineage").and_then(|l| l.as_array()) {
-                s.push_str(&format!("; lineage: {}", lineage_summary(l)));
-            }
-            return s;
-        }
-        if !t.decided {
-            return format!("too little evidence to decide (p = {p})");
-        }
-        if similar {
-            return format!("similar, not proven derived (p = {p}, raw {raw})");
-        }
-        return format!("no match p = {p} (raw {raw})");
+        return fingerprint_line(t, &p, &raw);
     }
     let state = if t.matched {
         "MATCH"
@@ -267,6 +253,71 @@ fn result_line(t: &KeyTest) -> String {
         "no match"
     };
     format!("{state} p = {p} (raw {raw})")
+}
+
+/// A fingerprint result for people. The identity tests prove shared initial weights, which a
+/// copy and a model initialised identically both have; the symmetry line proves a disguised copy
+/// up to the symmetries it names, at a threshold set by measured impostors.
+fn fingerprint_line(t: &KeyTest, p: &str, raw: &str) -> String {
+    let sym = t.details.get("symmetry").filter(|s| s["computed"] == true);
+    let num = |k: &str| sym.and_then(|s| s[k].as_f64()).unwrap_or(f64::NAN);
+    let impostors = || {
+        format!(
+            "largest impostor score {:.2} over {} pairs",
+            num("largest_impostor_score"),
+            sym.and_then(|s| s["impostor_pairs"].as_u64()).unwrap_or(0)
+        )
+    };
+    let by_score = t.details.get("matched_by").and_then(|v| v.as_str()) == Some("score");
+    if t.matched && !by_score {
+        let mut s = format!(
+            "MATCH: derived from, or initialised identically to, this model (p = {p}, raw {raw})"
+        );
+        if let Some(l) = t.details.get("lineage").and_then(|l| l.as_array()) {
+            s.push_str(&format!("; lineage: {}", lineage_summary(l)));
+        }
+        return s;
+    }
+    if t.matched {
+        let what = sym
+            .and_then(|s| s["symmetries"].as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            })
+            .unwrap_or_default();
+        return format!(
+            "MATCH: derived up to {what} (score {:.3}; {}; {} matrices agree)",
+            num("score"),
+            impostors(),
+            sym.and_then(|s| s["matrices_agreeing"].as_str())
+                .unwrap_or("?")
+        );
+    }
+    if !t.decided {
+        if let Some(s) = sym {
+            if s["verdict"] == "undecided" {
+                return format!(
+                    "undecided: symmetry-invariant score {:.3} falls where impostors cannot be told \
+                     from copies (match from {:.2}; {}); identity p = {p}",
+                    num("score"),
+                    num("match_from"),
+                    impostors()
+                );
+            }
+        }
+        return format!("too little evidence to decide (p = {p})");
+    }
+    match sym {
+        Some(_) => format!(
+            "no match p = {p} (raw {raw}; symmetry-invariant score {:.3}, match from {:.2})",
+            num("score"),
+            num("match_from")
+        ),
+        None => format!("no match p = {p} (raw {raw})"),
+    }
 }
 
 fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
@@ -287,8 +338,17 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
     };
     write!(out, "{}: {}", r.input, verdict)?;
     let mut parts = Vec::new();
-    if let (Some(p), Some(l)) = (r.p_value, r.log10_p) {
+    // A match made by the symmetry line alone has no small p-value to show.
+    let by_score = r.matched
+        && r.results
+            .iter()
+            .filter(|t| t.matched)
+            .all(|t| t.details.get("matched_by").and_then(|v| v.as_str()) == Some("score"));
+    if let (Some(p), Some(l), false) = (r.p_value, r.log10_p, by_score) {
         parts.push(format!("p = {}", fmt_p(p, l)));
+    }
+    if by_score {
+        parts.push("matched by the symmetry-invariant score".into());
     }
     if let Some(n) = r.scored_tokens {
         parts.push(format!("{n} tokens scored"));

@@ -86,6 +86,20 @@ fn ser_p<S: Serializer>(p: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     }
 }
 
+/// A decision made by a score calibrated on impostors rather than by a p-value (the
+/// fingerprint's symmetry-invariant line). [`finish`] honours it after the p-value adjustment:
+/// a `Match` matches whatever the p-value; an `Undecided` that the p-value does not match makes
+/// the test undecided (exit 3), never "no match".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScoreVerdict {
+    /// The score is above every impostor's, with the documented margin.
+    Match,
+    /// The score falls where impostors cannot be told from copies.
+    Undecided,
+    /// The score is below the band.
+    NoMatch,
+}
+
 /// The outcome of testing one registered entry (or of failing to).
 #[derive(Clone, Debug)]
 pub struct KeyTest {
@@ -113,6 +127,8 @@ pub struct KeyTest {
     pub error: Option<String>,
     /// Scheme-specific details (scored tokens, matched tensors, inferred transformation, ...).
     pub details: serde_json::Map<String, serde_json::Value>,
+    /// A second, score-based decision (see [`ScoreVerdict`]); `None` for p-value-only tests.
+    pub score_verdict: Option<ScoreVerdict>,
 }
 
 impl KeyTest {
@@ -134,6 +150,7 @@ impl KeyTest {
             decided: true,
             error: None,
             details: serde_json::Map::new(),
+            score_verdict: None,
         }
     }
     /// An entry that could not be tested, with the reason.
@@ -287,7 +304,16 @@ pub fn finish(
         let t = &mut tests[i];
         t.log10_p = a;
         t.p_value = 10f64.powf(a).max(P_FLOOR);
-        t.matched = t.decided && a <= log_alpha;
+        let by_p = t.decided && a <= log_alpha;
+        let by_score = t.decided && t.score_verdict == Some(ScoreVerdict::Match);
+        t.matched = by_p || by_score;
+        if t.matched {
+            let by = if by_p { "p_value" } else { "score" };
+            t.details.insert("matched_by".into(), by.into());
+        } else if t.score_verdict == Some(ScoreVerdict::Undecided) {
+            // Impostor data cannot resolve this score: never report it as "no match".
+            t.decided = false;
+        }
     }
     for t in tests.iter_mut().filter(|t| t.error.is_some()) {
         t.matched = false;
@@ -391,6 +417,30 @@ mod tests {
         assert_eq!(r.status.exit_code(), 3);
         let v = serde_json::to_value(&r).unwrap();
         assert!(v["p_value"].is_null(), "{v}");
+    }
+
+    /// A score match matches at any p-value; a score in the undecided band makes the answer
+    /// undecided (exit 3) unless the p-value matches.
+    #[test]
+    fn score_verdicts() {
+        let mut t = KeyTest::new("fp", "fingerprint", 1.0);
+        t.score_verdict = Some(ScoreVerdict::Match);
+        let r = finish("x".into(), InputKind::Weights, vec![t], 1e-3, None);
+        assert_eq!(r.status, Status::Match);
+        assert_eq!(r.results[0].details["matched_by"], "score");
+        let mut t = KeyTest::new("fp", "fingerprint", 0.5);
+        t.score_verdict = Some(ScoreVerdict::Undecided);
+        let r = finish("x".into(), InputKind::Weights, vec![t], 1e-3, None);
+        assert_eq!(r.status, Status::Undecided);
+        let mut t = KeyTest::new("fp", "fingerprint", 1e-9);
+        t.score_verdict = Some(ScoreVerdict::Undecided);
+        let r = finish("x".into(), InputKind::Weights, vec![t], 1e-3, None);
+        assert_eq!(r.status, Status::Match);
+        assert_eq!(r.results[0].details["matched_by"], "p_value");
+        let mut t = KeyTest::new("fp", "fingerprint", 0.5);
+        t.score_verdict = Some(ScoreVerdict::NoMatch);
+        let r = finish("x".into(), InputKind::Weights, vec![t], 1e-3, None);
+        assert_eq!(r.status, Status::NoMatch);
     }
 
     /// A broken entry is an error result: never "no match", never part of the adjustment.

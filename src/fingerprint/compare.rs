@@ -31,9 +31,10 @@ use statrs::function::gamma::ln_gamma;
 
 use super::extract::{gram, unit_columns};
 use super::format::Fingerprint;
+use super::invariant;
 use super::model::{Embedding, Model};
 use super::FingerprintError;
-use crate::detect::KeyTest;
+use crate::detect::{KeyTest, ScoreVerdict};
 
 /// Registered hidden units tested by the residual identity test.
 pub const TEST_UNITS: usize = 64;
@@ -51,9 +52,11 @@ pub const MAX_CANDIDATES: usize = 2;
 /// reads every suspect matrix, so it is skipped when the residual spaces visibly do not align;
 /// skipping only makes the p-value larger).
 pub const ALIGN_GATE: f32 = 0.5;
-/// Alignment-free similarity from which a suspect is reported as "similar, not proven derived"
-/// when the p-value does not decide.
-pub const SIMILAR: f32 = 0.8;
+/// Token-geometry similarity ([`invariant_similarity`]) below which the symmetry-invariant line
+/// is not computed: the suspect's embedding is then no orthogonal image of the registered one,
+/// so no disguise of the kinds that line covers can explain it. A cost gate only (it reads
+/// every suspect matrix once per token set).
+pub const SYMMETRY_GATE: f32 = 0.3;
 
 /// One suspect matrix axis read on the located probe units: `(matrix, axis, off-diagonal Gram,
 /// the unit columns when the axis is neuron-like)`.
@@ -62,12 +65,16 @@ type MatrixRead = (usize, usize, Array1<f32>, Option<Array2<f32>>);
 /// Decoded suspect embedding rows, keyed by (candidate, token ids).
 type RowCache = HashMap<(usize, Vec<usize>), Arc<Array2<f32>>>;
 
+/// A suspect's invariant sketches `(matrix, axis, sketch)`, keyed by (candidate, token ids).
+type SketchCache = HashMap<(usize, Vec<usize>), Arc<Vec<(usize, usize, Vec<f32>)>>>;
+
 /// A suspect model, mapped once and tested against many fingerprints.
 pub struct Suspect {
     model: Model,
     embeddings: Vec<Embedding>,
     excluded: Vec<usize>,
     rows: Mutex<RowCache>,
+    sketches: Mutex<SketchCache>,
 }
 
 impl std::fmt::Debug for Suspect {
@@ -292,6 +299,7 @@ impl Suspect {
             embeddings,
             excluded,
             rows: Mutex::new(HashMap::new()),
+            sketches: Mutex::new(HashMap::new()),
         })
     }
 
@@ -311,6 +319,59 @@ impl Suspect {
             m.insert(key, z.clone());
         }
         Ok(z)
+    }
+
+    /// The suspect's invariant sketches on candidate `c`'s rows of `tokens`, computed once per
+    /// token set (a registry of one architecture shares it).
+    fn sketches(
+        &self,
+        c: usize,
+        tokens: &[usize],
+    ) -> Result<Arc<Vec<(usize, usize, Vec<f32>)>>, FingerprintError> {
+        let key = (c, tokens.to_vec());
+        if let Some(s) = self.sketches.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(s);
+        }
+        let x = self.rows(c, tokens)?;
+        let s = Arc::new(invariant::suspect_sketches(
+            &self.model,
+            &self.excluded,
+            &x,
+        )?);
+        if let Ok(mut m) = self.sketches.lock() {
+            m.insert(key, s.clone());
+        }
+        Ok(s)
+    }
+
+    /// The symmetry-invariant line: the best agreement over the suspect's embedding
+    /// candidates, with the candidate it came from; `None` when the fingerprint has no sketch
+    /// (version 2) or no candidate holds its tokens. [`Suspect::test`] runs it only when the
+    /// identity tests do not decide and the token geometry passes [`SYMMETRY_GATE`]; this
+    /// entry point runs it unconditionally (impostor measurements).
+    pub fn symmetry(
+        &self,
+        fp: &Fingerprint,
+    ) -> Result<Option<(invariant::Agreement, usize)>, FingerprintError> {
+        let Some(inv) = &fp.invariant else {
+            return Ok(None);
+        };
+        let reg = fp.sketches()?;
+        if reg.is_empty() {
+            return Ok(None);
+        }
+        let mut best: Option<(invariant::Agreement, usize)> = None;
+        for (c, e) in self.embeddings.iter().enumerate() {
+            if inv.tokens.iter().any(|&t| t >= e.vocab) {
+                continue;
+            }
+            let sus = self.sketches(c, &inv.tokens)?;
+            let a = invariant::agreement(&reg, &sus);
+            if best.as_ref().is_none_or(|b| a.score > b.0.score) {
+                best = Some((a, c));
+            }
+        }
+        Ok(best)
     }
 
     fn name_of(&self, i: usize) -> String {
@@ -406,7 +467,6 @@ impl Suspect {
             }),
             None => json!(null),
         };
-        let similar = inv >= SIMILAR;
         let mut kt = KeyTest::new(name, "fingerprint", p)
             .with("log10_p_raw", log10(ln_p))
             .with("rows_scored", b.keep.len())
@@ -423,7 +483,6 @@ impl Suspect {
             .with("ffn", ffn)
             .with("alignment_median_corr", b.alignment.median_corr())
             .with("invariant_similarity", inv)
-            .with("similar", similar)
             .with(
                 "embedding",
                 json!({"registered": fp.embedding.tensor, "suspect": self.name_of(e.matrix),
@@ -437,6 +496,17 @@ impl Suspect {
             );
             return Ok(kt);
         }
+        // The symmetry-invariant line, when the identity tests do not already decide.
+        if p > DESCRIBE_BELOW {
+            let sym = if inv >= SYMMETRY_GATE {
+                self.symmetry(fp)?
+            } else {
+                None
+            };
+            let (verdict, detail) = self.symmetry_detail(fp, sym, inv, &b.alignment, &zs, &zr);
+            kt.score_verdict = verdict;
+            kt.details.insert("symmetry".into(), detail);
+        }
         if p <= DESCRIBE_BELOW {
             let pass = match b.pass {
                 Some(pass) => pass,
@@ -449,6 +519,93 @@ impl Suspect {
             }
         }
         Ok(kt)
+    }
+
+    /// The symmetry line's verdict and its report: score, thresholds, the impostor figures they
+    /// rest on, and which symmetries the suspect shows (a smaller residual: pruning; units that
+    /// correlate one to one with the registered ones: a permutation, else a rotation; token rows
+    /// of another length: scaling).
+    fn symmetry_detail(
+        &self,
+        fp: &Fingerprint,
+        sym: Option<(invariant::Agreement, usize)>,
+        inv: f32,
+        al: &Alignment,
+        zs: &Array2<f32>,
+        zr: &Array2<f32>,
+    ) -> (Option<ScoreVerdict>, Value) {
+        let (largest, pairs) = invariant::LARGEST_IMPOSTOR;
+        let Some((a, c)) = sym else {
+            let why = if fp.invariant.is_none() {
+                "the fingerprint has no invariant sketch (format version 2: run `hallmark \
+                 fingerprint` again to add it)"
+            } else if inv < SYMMETRY_GATE {
+                "the suspect's token geometry is unlike the registered model's"
+            } else {
+                "the suspect's vocabulary does not hold the sketch's tokens"
+            };
+            let verdict = (fp.invariant.is_some()).then_some(ScoreVerdict::NoMatch);
+            return (verdict, json!({"computed": false, "reason": why}));
+        };
+        let verdict = if a.score >= invariant::MATCH_SCORE {
+            ScoreVerdict::Match
+        } else if a.score >= invariant::UNDECIDED_SCORE {
+            ScoreVerdict::Undecided
+        } else {
+            ScoreVerdict::NoMatch
+        };
+        let e = &self.embeddings[c];
+        let mut symmetries = Vec::new();
+        if e.hidden < fp.hidden {
+            symmetries.push("pruning");
+        }
+        if al.median_corr() >= 0.9 {
+            symmetries.push("permutation");
+        } else {
+            symmetries.push("rotation");
+        }
+        let rms =
+            |z: &Array2<f32>| (z.iter().map(|v| v * v).sum::<f32>() / z.len().max(1) as f32).sqrt();
+        let ratio = rms(zs) / rms(zr).max(f32::MIN_POSITIVE);
+        if (ratio - 1.0).abs() > 0.05 {
+            symmetries.push("scaling");
+        }
+        let folded = a.best.iter().filter(|b| b.2).count();
+        let agreeing = a
+            .best
+            .iter()
+            .filter(|b| b.0 >= invariant::MATCH_SCORE)
+            .count();
+        let mut layers: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        if let Some(inv) = &fp.invariant {
+            for (k, b) in inv.sketches.iter().zip(&a.best) {
+                let l = layers.entry(layer_of(&k.tensor)).or_default();
+                l.1 += 1;
+                if b.0 >= invariant::MATCH_SCORE {
+                    l.0 += 1;
+                }
+            }
+        }
+        let layers_agreeing = layers.values().filter(|(a, n)| 2 * a > *n).count();
+        let detail = json!({
+            "computed": true,
+            "score": a.score,
+            "verdict": match verdict {
+                ScoreVerdict::Match => "match",
+                ScoreVerdict::Undecided => "undecided",
+                ScoreVerdict::NoMatch => "no match",
+            },
+            "match_from": invariant::MATCH_SCORE,
+            "undecided_from": invariant::UNDECIDED_SCORE,
+            "largest_impostor_score": largest,
+            "impostor_pairs": pairs,
+            "symmetries": symmetries,
+            "matrices_agreeing": format!("{agreeing} of {}", a.best.len()),
+            "layers_agreeing": format!("{layers_agreeing} of {}", layers.len()),
+            "folded_norm_gains": folded,
+            "suspect_embedding": self.name_of(e.matrix),
+        });
+        (Some(verdict), detail)
     }
 
     /// Read the aligned probe units from every suspect matrix axis of the suspect's hidden

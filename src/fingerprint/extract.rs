@@ -213,6 +213,8 @@ pub fn extract(path: &Path, name: &str) -> Result<Fingerprint, FingerprintError>
     );
     let z = z?;
     let probes = probes?;
+    let excluded: Vec<usize> = all_emb.iter().map(|e| e.matrix).collect();
+    let invariant = super::invariant::extract_sketches(&model, &emb, &excluded, &rows)?;
     for f in model.files() {
         f.map().ensure_unchanged()?;
     }
@@ -255,6 +257,7 @@ pub fn extract(path: &Path, name: &str) -> Result<Fingerprint, FingerprintError>
         probe_units: u,
         probes,
         ffn,
+        invariant: Some(invariant),
     })
 }
 

@@ -9,9 +9,13 @@ use super::FingerprintError;
 
 /// The `format` field of every fingerprint file.
 pub const FORMAT: &str = "hallmark-fingerprint";
-/// The version this build writes and reads. Version 1 files (no FFN-neuron samples; their test
-/// had no valid null for trained models) are refused with a request to re-fingerprint.
-pub const VERSION: u64 = 2;
+/// The version this build writes. Version 3 adds the symmetry-invariant sketches
+/// ([`InvariantSketch`]); version 2 files are still read (their identity tests run, the
+/// symmetry-invariant line is reported as unavailable). Version 1 files (no FFN-neuron samples;
+/// their test had no valid null for trained models) are refused with a request to re-fingerprint.
+pub const VERSION: u64 = 3;
+/// The oldest version this build reads.
+pub const MIN_VERSION: u64 = 2;
 
 /// A model fingerprint: sampled token rows of the embedding and per-matrix sub-Grams.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -36,8 +40,41 @@ pub struct Fingerprint {
     pub probes: Vec<Probe>,
     /// FFN-neuron samples of the registered model's feed-forward matrices.
     pub ffn: Vec<NeuronSample>,
+    /// Symmetry-invariant sketches of every matrix (version 3; absent in version 2 files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invariant: Option<InvariantSketch>,
 }
 
+/// The symmetry-invariant second line of evidence: for every matrix `W` and each of its
+/// residual-sized axes, the form `X WᵀW Xᵀ` on a few token rows `X` of the embedding, minus its
+/// isotropic part (`tr(WᵀW)/H · X Xᵀ`), strict upper triangle. Any orthogonal map of the
+/// residual stream (permutation, sign flips, rotation) cancels between `X` and `W`, and any
+/// orthogonal map of the other axis (feed-forward neuron or head permutation, rotation within
+/// a head) cancels inside `WᵀW`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InvariantSketch {
+    /// Token ids of the rows `X` (a subset of the embedding sample's rows).
+    pub tokens: Vec<usize>,
+    /// One sketch per (matrix, residual-sized axis).
+    pub sketches: Vec<Sketch>,
+}
+
+/// One matrix axis's invariant form (see [`InvariantSketch`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sketch {
+    /// Tensor name (for reports).
+    pub tensor: String,
+    /// Stored shape `(rows, cols)`.
+    pub shape: [usize; 2],
+    /// The residual-sized axis (0 = rows, 1 = columns).
+    pub axis: usize,
+    /// The form as stored, `t(t-1)/2` values (t tokens), scaled to unit RMS, f16, base64.
+    pub plain: String,
+    /// The same form with the RMSNorm gain that feeds this matrix folded into it (as SliceGPT
+    /// and QuaRot do before rotating), when the registered model has such a gain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded: Option<String>,
+}
 /// The first few neurons of one feed-forward matrix, read on hidden units `[0, probe_units)`.
 /// Neurons of a feed-forward layer are exchangeable under training, so their labels in an
 /// independently trained suspect are uniformly random: the identity test's null.
@@ -143,10 +180,10 @@ impl Fingerprint {
                 fp.format
             )));
         }
-        if fp.version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&fp.version) {
             return Err(FingerprintError::BadFingerprint(format!(
-                "version {} is not supported (this build reads {VERSION}; run `hallmark \
-                 fingerprint` again on the registered model)",
+                "version {} is not supported (this build reads {MIN_VERSION} to {VERSION}; run \
+                 `hallmark fingerprint` again on the registered model)",
                 fp.version
             )));
         }
@@ -172,6 +209,20 @@ impl Fingerprint {
             return Err(FingerprintError::BadFingerprint(
                 "inconsistent sizes".into(),
             ));
+        }
+        if let Some(inv) = &fp.invariant {
+            if inv.tokens.len() < 2
+                || inv.tokens.len() > super::invariant::MAX_SKETCH_TOKENS
+                || inv.tokens.iter().any(|t| e.rows.binary_search(t).is_err())
+                || inv
+                    .sketches
+                    .iter()
+                    .any(|k| k.axis > 1 || k.shape[k.axis] != fp.hidden)
+            {
+                return Err(FingerprintError::BadFingerprint(
+                    "inconsistent invariant sketch".into(),
+                ));
+            }
         }
         Ok(fp)
     }
@@ -205,6 +256,27 @@ impl Fingerprint {
             v.into_iter().map(|x| x * s).collect(),
         )
         .map_err(|e| FingerprintError::BadFingerprint(e.to_string()))
+    }
+
+    /// The invariant sketches as `(plain, folded)` vectors of `t(t-1)/2` values each; empty for
+    /// a version 2 file.
+    pub fn sketches(&self) -> Result<Vec<(Vec<f32>, Option<Vec<f32>>)>, FingerprintError> {
+        let Some(inv) = &self.invariant else {
+            return Ok(Vec::new());
+        };
+        let t = inv.tokens.len();
+        let n = t * (t - 1) / 2;
+        inv.sketches
+            .iter()
+            .map(|k| {
+                let plain = unpack(&k.plain, n, "invariant sketch")?;
+                let folded = match &k.folded {
+                    Some(f) => Some(unpack(f, n, "invariant sketch")?),
+                    None => None,
+                };
+                Ok((plain, folded))
+            })
+            .collect()
     }
 
     /// Probe `i`'s Gram matrix (`probe_units` square, symmetric).

@@ -10,6 +10,7 @@
 pub mod compare;
 pub mod extract;
 pub mod format;
+pub mod invariant;
 pub mod model;
 
 use std::path::Path;

@@ -16,6 +16,7 @@
 
 pub mod corpus;
 pub mod distil;
+pub mod forward;
 pub mod model;
 pub mod plot;
 pub mod sim;

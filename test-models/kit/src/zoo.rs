@@ -550,6 +550,16 @@ pub enum Transform {
     VocabExtend(usize),
     /// Add a rank-`r` update of relative Frobenius size `f` to every layer matrix.
     LoRA(usize, f32),
+    /// Llama only: scale each SwiGLU neuron's `up` row by a random `c` in [0.25, 4] and its
+    /// `down` column by `1/c` (the output is unchanged: silu(gate)·(c·up)·(down/c)).
+    NeuronScale,
+    /// Grouped-query attention with this many key/value heads: permute the key/value groups and
+    /// the query heads inside each group, every layer (the function is unchanged).
+    GroupedHeadPermute(usize),
+    /// Minitron-style width pruning: keep this fraction of the residual units and of each
+    /// layer's feed-forward neurons, ranked by weight norm, re-sorted by importance (not
+    /// function-preserving: the copy is a pruned derivative).
+    WidthPrune(f32),
 }
 
 /// How a model is written.
@@ -634,6 +644,24 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
             let h = cfg.hidden;
             let q = random_orthogonal(&mut rng, h);
             let arch = cfg.arch;
+            // A tied head reads the final norm's output: folding that gain unties it.
+            let has_head = m.tensors.iter().any(|t| role(arch, &t.name) == Role::Head);
+            if !has_head {
+                if let Some(e) = m
+                    .tensors
+                    .iter()
+                    .find(|t| role(arch, &t.name) == Role::Embedding)
+                {
+                    let mut head = e.clone();
+                    head.name = if e.name.contains("token_embd") {
+                        "output.weight".into()
+                    } else {
+                        "lm_head.weight".into()
+                    };
+                    m.tensors.push(head);
+                    m.cfg.tied = false;
+                }
+            }
             // Fold each RMSNorm weight into the matrices that read its output.
             let mut gammas: std::collections::HashMap<(Option<usize>, bool), Vec<f32>> =
                 Default::default();
@@ -765,6 +793,150 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
                 }
             }
             m.cfg.vocab += n;
+        }
+        Transform::NeuronScale => {
+            let mut scales = std::collections::HashMap::new();
+            for l in 0..cfg.layers {
+                let c: Vec<f32> = (0..cfg.intermediate)
+                    .map(|_| 4f32.powf(rng.gen_range(-1.0..1.0)))
+                    .collect();
+                scales.insert(l, c);
+            }
+            m.for_role(Role::Up, |l, t| {
+                if let Some(c) = l.and_then(|l| scales.get(&l)) {
+                    let k = t.cols();
+                    for (i, x) in t.data.iter_mut().enumerate() {
+                        *x *= c[i / k];
+                    }
+                }
+            });
+            m.for_role(Role::Down, |l, t| {
+                if let Some(c) = l.and_then(|l| scales.get(&l)) {
+                    let k = t.cols();
+                    for (i, x) in t.data.iter_mut().enumerate() {
+                        *x /= c[i % k];
+                    }
+                }
+            });
+        }
+        Transform::GroupedHeadPermute(kv) => {
+            let d = cfg.hidden / cfg.heads;
+            let per = cfg.heads / kv.max(1);
+            let (mut qp, mut kvp) = (
+                std::collections::HashMap::new(),
+                std::collections::HashMap::new(),
+            );
+            for l in 0..cfg.layers {
+                let groups = random_perm(&mut rng, kv);
+                let mut qheads = Vec::new();
+                for &g in &groups {
+                    for w in random_perm(&mut rng, per) {
+                        qheads.push(g * per + w);
+                    }
+                }
+                let rows = |hs: &[usize]| {
+                    hs.iter()
+                        .flat_map(|&h| h * d..(h + 1) * d)
+                        .collect::<Vec<_>>()
+                };
+                qp.insert(l, rows(&qheads));
+                kvp.insert(l, rows(&groups));
+            }
+            permute_units(&mut m, &qp, &[Role::Q], Role::O);
+            for r in [Role::K, Role::V] {
+                m.for_role(r, |l, t| {
+                    if let Some(p) = l.and_then(|l| kvp.get(&l)) {
+                        t.permute_rows(p)
+                    }
+                });
+            }
+        }
+        Transform::WidthPrune(f) => {
+            let arch = cfg.arch;
+            let h = cfg.hidden;
+            let keep_h = ((h as f32 * f).round() as usize).clamp(1, h);
+            let keep_f =
+                ((cfg.intermediate as f32 * f).round() as usize).clamp(1, cfg.intermediate);
+            // Residual importance: the column norms of the embedding.
+            let imp_h: Vec<f32> = match m
+                .tensors
+                .iter()
+                .find(|t| role(arch, &t.name) == Role::Embedding)
+            {
+                Some(e) => (0..h)
+                    .map(|j| (0..e.rows()).map(|r| e.data[r * h + j].powi(2)).sum())
+                    .collect(),
+                None => vec![1.0; h],
+            };
+            let top = |imp: &[f32], k: usize| {
+                let mut o: Vec<usize> = (0..imp.len()).collect();
+                o.sort_by(|&a, &b| imp[b].total_cmp(&imp[a]));
+                o.truncate(k);
+                o
+            };
+            let kh = top(&imp_h, keep_h);
+            // Feed-forward importance per layer: the row norms of `up`.
+            let mut kf = std::collections::HashMap::new();
+            for t in &m.tensors {
+                if role(arch, &t.name) == Role::Up {
+                    if let Some(l) = layer_index(&t.name).map(|x| x.0) {
+                        let c = t.cols();
+                        let imp: Vec<f32> = (0..t.rows())
+                            .map(|r| t.data[r * c..(r + 1) * c].iter().map(|x| x * x).sum())
+                            .collect();
+                        kf.insert(l, top(&imp, keep_f));
+                    }
+                }
+            }
+            let select_rows = |t: &mut ZTensor, keep: &[usize]| {
+                let c = t.cols();
+                t.data = keep
+                    .iter()
+                    .flat_map(|&r| t.data[r * c..(r + 1) * c].to_vec())
+                    .collect();
+                t.shape[0] = keep.len();
+            };
+            let select_cols = |t: &mut ZTensor, keep: &[usize]| {
+                let c = t.cols();
+                let r = t.rows();
+                t.data = (0..r)
+                    .flat_map(|i| keep.iter().map(|&j| t.data[i * c + j]).collect::<Vec<_>>())
+                    .collect();
+                t.shape = vec![r, keep.len()];
+            };
+            for t in &mut m.tensors {
+                let r = role(arch, &t.name);
+                let l = layer_index(&t.name).map(|x| x.0);
+                if matches!(r, Role::Gate | Role::Up | Role::UpBias) {
+                    if let Some(k) = l.and_then(|l| kf.get(&l)) {
+                        select_rows(t, k);
+                    }
+                }
+                if r == Role::Down {
+                    if let Some(k) = l.and_then(|l| kf.get(&l)) {
+                        select_cols(t, k);
+                    }
+                }
+                let residual_cols = matches!(
+                    r,
+                    Role::Embedding
+                        | Role::Head
+                        | Role::Q
+                        | Role::K
+                        | Role::V
+                        | Role::Gate
+                        | Role::Up
+                ) || (t.shape.len() == 2 && t.name.contains("embeddings."));
+                if residual_cols && t.shape.len() == 2 && t.cols() == h {
+                    select_cols(t, &kh);
+                } else if matches!(r, Role::O | Role::Down) && t.rows() == h {
+                    select_rows(t, &kh);
+                } else if t.shape.len() == 1 && t.shape[0] == h && r == Role::Other {
+                    select_rows(t, &kh);
+                }
+            }
+            m.cfg.hidden = keep_h;
+            m.cfg.intermediate = keep_f;
         }
         Transform::LoRA(r, f) => {
             for t in &mut m.tensors {
