@@ -307,7 +307,7 @@ fn symmetry_line_impostor_scores() {
     let false_matches = impostors.iter().filter(|&&s| s >= MATCH_SCORE).count();
     let undecided = impostors
         .iter()
-        .filter(|&&s| s >= UNDECIDED_SCORE && s < MATCH_SCORE)
+        .filter(|&&s| (UNDECIDED_SCORE..MATCH_SCORE).contains(&s))
         .count();
     // One-sided 95 % upper bound on the false-match rate (Clopper-Pearson; 0 of n: 1 - 0.05^(1/n)).
     let upper = if false_matches == 0 {

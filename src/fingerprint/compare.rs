@@ -66,7 +66,7 @@ type MatrixRead = (usize, usize, Array1<f32>, Option<Array2<f32>>);
 type RowCache = HashMap<(usize, Vec<usize>), Arc<Array2<f32>>>;
 
 /// A suspect's invariant sketches `(matrix, axis, sketch)`, keyed by (candidate, token ids).
-type SketchCache = HashMap<(usize, Vec<usize>), Arc<Vec<(usize, usize, Vec<f32>)>>>;
+type SketchCache = HashMap<(usize, Vec<usize>), Arc<Sketches>>;
 
 /// A suspect model, mapped once and tested against many fingerprints.
 pub struct Suspect {
@@ -287,6 +287,9 @@ struct Candidate {
     ln_p: f64,
 }
 
+/// A suspect's invariant sketches: `(matrix, axis, sketch)` for every residual-sized matrix axis.
+type Sketches = Vec<(usize, usize, Vec<f32>)>;
+
 impl Suspect {
     /// Map the suspect at `path`.
     pub fn open(path: &std::path::Path) -> Result<Self, FingerprintError> {
@@ -323,11 +326,7 @@ impl Suspect {
 
     /// The suspect's invariant sketches on candidate `c`'s rows of `tokens`, computed once per
     /// token set (a registry of one architecture shares it).
-    fn sketches(
-        &self,
-        c: usize,
-        tokens: &[usize],
-    ) -> Result<Arc<Vec<(usize, usize, Vec<f32>)>>, FingerprintError> {
+    fn sketches(&self, c: usize, tokens: &[usize]) -> Result<Arc<Sketches>, FingerprintError> {
         let key = (c, tokens.to_vec());
         if let Some(s) = self.sketches.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(s);

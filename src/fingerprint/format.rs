@@ -164,6 +164,10 @@ pub fn unpack(s: &str, n: usize, what: &str) -> Result<Vec<f32>, FingerprintErro
     Ok(v)
 }
 
+/// One registered matrix's invariant sketch: `(plain, folded)`, the folded one only for
+/// matrices that RMSNorm gains feed.
+pub type SketchPair = (Vec<f32>, Option<Vec<f32>>);
+
 impl Fingerprint {
     /// Serialize to JSON bytes.
     pub fn to_json(&self) -> Result<Vec<u8>, FingerprintError> {
@@ -260,7 +264,7 @@ impl Fingerprint {
 
     /// The invariant sketches as `(plain, folded)` vectors of `t(t-1)/2` values each; empty for
     /// a version 2 file.
-    pub fn sketches(&self) -> Result<Vec<(Vec<f32>, Option<Vec<f32>>)>, FingerprintError> {
+    pub fn sketches(&self) -> Result<Vec<SketchPair>, FingerprintError> {
         let Some(inv) = &self.invariant else {
             return Ok(Vec::new());
         };

@@ -929,9 +929,9 @@ pub fn apply(m: &ZModel, t: Transform, seed: u64) -> ZModel {
                 ) || (t.shape.len() == 2 && t.name.contains("embeddings."));
                 if residual_cols && t.shape.len() == 2 && t.cols() == h {
                     select_cols(t, &kh);
-                } else if matches!(r, Role::O | Role::Down) && t.rows() == h {
-                    select_rows(t, &kh);
-                } else if t.shape.len() == 1 && t.shape[0] == h && r == Role::Other {
+                } else if (matches!(r, Role::O | Role::Down) && t.rows() == h)
+                    || (t.shape.len() == 1 && t.shape[0] == h && r == Role::Other)
+                {
                     select_rows(t, &kh);
                 }
             }
