@@ -1,7 +1,7 @@
 //! Helpers that run the CLI, shared by the signing-area modules (signing, shards, pki).
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The `hallmark` binary under test.
@@ -78,4 +78,17 @@ impl Fixture {
         assert_code(&o, 0);
         out
     }
+}
+
+/// The reference OMS implementation, model_signing 1.1.1, in the venv test-models/fetch.sh
+/// builds; a missing venv fails the test (interop is not optional).
+pub fn model_signing() -> PathBuf {
+    let cli =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("test-models/cache/venv/bin/model_signing");
+    assert!(
+        cli.exists(),
+        "model_signing interop: {} not found; run test-models/fetch.sh first",
+        cli.display()
+    );
+    cli
 }

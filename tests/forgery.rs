@@ -456,13 +456,7 @@ fn issue24_sigstore_paths_get_the_same_issuer_checks() {
 /// venv fails the test (interop is not optional).
 #[test]
 fn issue24_hallmark_p384_p521_bundles_verify_with_model_signing() {
-    let cli =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("test-models/cache/venv/bin/model_signing");
-    assert!(
-        cli.exists(),
-        "model_signing interop: {} not found; run test-models/fetch.sh first",
-        cli.display()
-    );
+    let cli = super::common::model_signing();
     let fx = Fixture::new();
     for alg in ["p384", "p521"] {
         let (m, _, public) = keyed(&fx, alg);

@@ -7,7 +7,7 @@ use std::process::Output;
 
 use base64::Engine as _;
 
-use super::common::{hm, run, GEN};
+use super::common::{hm, model_signing, run, GEN};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -33,18 +33,6 @@ fn expect(o: &Output, code: i32, needle: &str) {
             "{t}"
         );
     }
-}
-
-/// The model_signing CLI; a missing venv fails the test (interop is not optional).
-fn model_signing() -> PathBuf {
-    let cli =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("test-models/cache/venv/bin/model_signing");
-    assert!(
-        cli.exists(),
-        "model_signing interop: {} not found; run test-models/fetch.sh first",
-        cli.display()
-    );
-    cli
 }
 
 /// A CA: its certificate (PEM) and an issuer to sign with.
