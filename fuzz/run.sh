@@ -6,6 +6,9 @@
 #
 #   fuzz/run.sh [RUNS (default 10000000)] [TARGET...]
 #
+# SANITIZER=address runs under AddressSanitizer (3-5x slower); the default, none, keeps
+# libFuzzer's coverage guidance, debug assertions (integer overflow checks) and its RSS limit,
+# which is what finds panics, aborts and over-allocation in Rust code.
 # Needs a nightly toolchain (rustup toolchain install nightly) and cargo-fuzz (cargo install
 # cargo-fuzz).
 set -euo pipefail
@@ -21,8 +24,8 @@ for t in "${targets[@]}"; do
   maxlen=16384
   echo "== $t: $runs executions"
   log="corpus/$t.log"
-  if ! cargo +nightly fuzz run -O --debug-assertions "$t" "corpus/$t" "regressions/$t" -- \
-    -runs="$runs" -max_len="$maxlen" -print_final_stats=1 >"$log" 2>&1; then
+  if ! cargo +nightly fuzz run -O --debug-assertions -s "${SANITIZER:-none}" "$t" "corpus/$t" "regressions/$t" -- \
+    -runs="$runs" -max_len="$maxlen" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
     tail -40 "$log"
     echo "== $t: FAILED (see $log and artifacts/$t/)" >&2
     exit 1

@@ -520,6 +520,16 @@ fn fuzz_target_accepts(target: &str, name: &str, data: &[u8]) -> Result<(), Stri
                     .map_err(|k| format!("{c}; {k}")),
             }
         }
+        "parquet" => {
+            // As the fuzz target: the bytes as a file, the `text` column read to the end.
+            let dir = tempfile::tempdir().map_err(|x| e(&x))?;
+            let path = dir.path().join(name);
+            std::fs::write(&path, data).map_err(|x| e(&x))?;
+            let mut col = hallmark::detect::parquet::TextColumn::open(&path, "text", 64)
+                .map_err(|x| e(&x))?;
+            while col.next_batch().map_err(|x| e(&x))?.is_some() {}
+            Ok(())
+        }
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -539,6 +549,7 @@ fn fuzz_regression_corpus_replays() {
         "trusted_root",
         "reuse_state",
         "pem_chain",
+        "parquet",
     ] {
         let dir = root.join(target);
         let mut names: Vec<String> = std::fs::read_dir(&dir)

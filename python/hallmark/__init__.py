@@ -278,16 +278,23 @@ def verify(
     pub: PathLike,
     sig: Optional[PathLike] = None,
     allow_ignored_weights: bool = False,
+    ignore: Iterable[PathLike] = (),
 ) -> Dict[str, Any]:
     """Verify a model against its signature bundle with a public key (SPKI PEM): the object
     ``hallmark verify --json`` prints. ``valid`` is the answer; a changed, missing, extra or
-    renamed file, and every changed tensor, is named under ``files``. Unusable input (a missing
-    model or bundle, a malformed bundle or key) raises a :class:`hallmark.Error`."""
+    renamed file, and every changed tensor, is named under ``files``. ``ignore`` lists paths
+    inside the model (relative to it, or absolute inside it) to leave out, as
+    ``verify --ignore``; every other file the signature does not cover fails verification.
+    Unusable input (a missing model or bundle, a malformed bundle or key) raises a
+    :class:`hallmark.Error`."""
+    if isinstance(ignore, (str, bytes, os.PathLike)):
+        raise TypeError("ignore= takes a list of paths, not one path")
     return json.loads(
         _native.verify_json(
             os.fspath(path),
             os.fspath(pub),
             None if sig is None else os.fspath(sig),
             bool(allow_ignored_weights),
+            [os.fspath(p) for p in ignore],
         )
     )

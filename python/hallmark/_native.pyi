@@ -81,5 +81,9 @@ def sign_json(
     allow_symlinks: bool = False,
 ) -> str: ...
 def verify_json(
-    model: _Path, pub: _Path, sig: Optional[_Path] = None, allow_ignored_weights: bool = False
+    model: _Path,
+    pub: _Path,
+    sig: Optional[_Path] = None,
+    allow_ignored_weights: bool = False,
+    ignore: Sequence[_Path] = (),
 ) -> str: ...

@@ -590,15 +590,17 @@ fn sign_json(
 
 /// Verify `model` against its bundle with the public key at `pub`: the object
 /// `hallmark verify --json` prints (a JSON string). A signature that is not valid for the key
-/// is `{"valid": false, "error": ...}`; an unusable input raises.
+/// is `{"valid": false, "error": ...}`; an unusable input raises. `ignore` are paths inside the
+/// model the verifier leaves out (`verify --ignore`).
 #[pyfunction]
-#[pyo3(signature = (model, r#pub, sig=None, allow_ignored_weights=false))]
+#[pyo3(signature = (model, r#pub, sig=None, allow_ignored_weights=false, ignore=Vec::new()))]
 fn verify_json(
     py: Python<'_>,
     model: PathBuf,
     r#pub: PathBuf,
     sig: Option<PathBuf>,
     allow_ignored_weights: bool,
+    ignore: Vec<PathBuf>,
 ) -> PyResult<String> {
     use hallmark::signing::VerifyingKey;
     if model.symlink_metadata().is_err() {
@@ -632,8 +634,16 @@ fn verify_json(
             }
             Err(e) => return Err(sig_err(&e)),
         };
-        let report = hallmark::signing::check_model(&model, &verified, Some(&sig), &|_| {})
-            .map_err(|e| sig_err(&e))?;
+        let ignores = hallmark::signing::model::relative_ignores(&model, &ignore)
+            .map_err(|e| InputError::new_err(message(&e)))?;
+        let report = hallmark::signing::check_model_ignoring(
+            &model,
+            &verified,
+            Some(&sig),
+            &ignores,
+            &|_| {},
+        )
+        .map_err(|e| sig_err(&e))?;
         Ok(hallmark::signing::report::verify_json(
             &model,
             &sig,

@@ -207,26 +207,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--ignore` paths as relative POSIX paths inside `model`: a path relative to MODEL as
-/// given, or an absolute path inside it.
+/// `--ignore` paths as relative POSIX paths inside `model` (shared with Python's `ignore=`).
 pub(crate) fn relative_ignores(
     model: &std::path::Path,
     paths: &[PathBuf],
 ) -> anyhow::Result<Vec<String>> {
-    let mut ignore = Vec::new();
-    for p in paths {
-        let rel = match std::fs::canonicalize(p)
-            .ok()
-            .zip(std::fs::canonicalize(model).ok())
-            .and_then(|(full, root)| full.strip_prefix(&root).ok().map(|r| r.to_path_buf()))
-        {
-            Some(r) if p.is_absolute() => r,
-            _ => p.clone(),
-        };
-        let s = rel
-            .to_str()
-            .with_context(|| format!("{}: not valid UTF-8", fsutil::shown(p)))?;
-        ignore.push(s.replace('\\', "/"));
-    }
-    Ok(ignore)
+    Ok(signing::model::relative_ignores(model, paths)?)
 }

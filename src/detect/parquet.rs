@@ -40,6 +40,37 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> DetectError {
     }
 }
 
+/// Refuse footers whose counts the reader would trust blindly: negative or overflowing row
+/// counts (the reader sums them as `usize`) and column chunks that claim bytes outside the file.
+/// Found by fuzzing (`fuzz/fuzz_targets/parquet.rs`).
+fn check_metadata(meta: &parquet::file::metadata::ParquetMetaData, len: u64) -> Result<(), String> {
+    let mut rows: u64 = 0;
+    for (i, rg) in meta.row_groups().iter().enumerate() {
+        let n = u64::try_from(rg.num_rows())
+            .map_err(|_| format!("row group {i} claims {} rows", rg.num_rows()))?;
+        rows = rows
+            .checked_add(n)
+            .filter(|&r| r <= i64::MAX as u64)
+            .ok_or_else(|| format!("row group {i}: the row counts overflow"))?;
+        for c in rg.columns() {
+            // Not `byte_range()`: it asserts that the offsets are non-negative.
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let size = c.compressed_size();
+            let (Ok(start), Ok(size)) = (u64::try_from(start), u64::try_from(size)) else {
+                return Err(format!(
+                    "row group {i}: a column chunk claims offset {start} and size {size}"
+                ));
+            };
+            if start.checked_add(size).is_none_or(|end| end > len) {
+                return Err(format!(
+                    "row group {i}: column chunk bytes {start}+{size} lie outside the {len}-byte file"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl TextColumn {
     /// Open `path` and check that `column` is a top-level string column; `batch` rows are
     /// decoded at a time.
@@ -48,7 +79,9 @@ impl TextColumn {
             path: path.to_path_buf(),
             source,
         })?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(path, e))?;
+        check_metadata(builder.metadata(), len).map_err(|e| bad(path, e))?;
         let schema = builder.schema().clone();
         let idx = schema.index_of(column).map_err(|_| {
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();

@@ -28,6 +28,30 @@ pub fn normalize_ignore(p: &str) -> String {
     p.trim_start_matches("./").trim_end_matches('/').to_string()
 }
 
+/// User-given ignore paths (`verify --ignore`, `sign --ignore`, Python `ignore=`) as relative
+/// POSIX paths inside `model`: a relative path is taken as given (relative to the model), an
+/// absolute path is made relative when it lies inside the model. A name that is not UTF-8
+/// cannot be recorded in a statement and is refused.
+pub fn relative_ignores(model: &Path, paths: &[PathBuf]) -> Result<Vec<String>, SigningError> {
+    let root = std::fs::canonicalize(model).ok();
+    let mut ignore = Vec::new();
+    for p in paths {
+        let rel = match std::fs::canonicalize(p)
+            .ok()
+            .zip(root.as_ref())
+            .and_then(|(full, root)| full.strip_prefix(root).ok().map(|r| r.to_path_buf()))
+        {
+            Some(r) if p.is_absolute() => r,
+            _ => p.clone(),
+        };
+        let s = rel
+            .to_str()
+            .ok_or_else(|| SigningError::BadName(p.to_path_buf()))?;
+        ignore.push(s.replace('\\', "/"));
+    }
+    Ok(ignore)
+}
+
 /// True if `name` is `ignore` or lies under it.
 pub fn is_ignored(name: &str, ignores: &[String]) -> bool {
     ignores.iter().any(|i| {

@@ -46,6 +46,11 @@ static ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
 /// block that is not a well-formed certificate, and past [`MAX_CERTIFICATES`].
 pub fn pem_certificates(text: &[u8]) -> Result<Vec<Vec<u8>>, SigningError> {
     let bad = |m: String| SigningError::BadCertificate(m);
+    // x509-cert's chain reader subtracts one from the length left after trailing newlines, an
+    // overflow on input that is only newlines (found by fuzzing): refuse that here.
+    if text.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+        return Err(bad("no PEM certificate in the file".into()));
+    }
     let certs = Certificate::load_pem_chain(text)
         .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
     if certs.is_empty() {

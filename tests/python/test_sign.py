@@ -65,3 +65,26 @@ def test_cli_sign_python_verify_and_errors(signed_model, tmp_path):
     with pytest.raises(hallmark.Error):
         hallmark.sign(model, key=tmp_path / "bad.key")
     assert (model / "model.sig").read_bytes() == before
+
+
+def test_extra_files_fail_and_ignore_matches_cli(signed_model):
+    """A file the signature does not cover fails in Python as in the CLI, whatever it holds
+    (here JSON shaped like a bundle); `ignore=` leaves it out as `verify --ignore` does, and
+    never a signed file."""
+    model, key, pub = signed_model
+    hallmark.sign(model, key=key)
+    (model / "evil.sig").write_text((model / "model.sig").read_text())
+    cli, code = cli_verify(model, pub)
+    py = hallmark.verify(model, pub=pub)
+    assert code == 1 and py == cli and not py["valid"]
+    assert any(f["name"] == "evil.sig" and f["status"] != "ok" for f in py["files"])
+    p = hm("verify", model, "--pub", pub, "--json", "--ignore", "evil.sig", check=False)
+    py = hallmark.verify(model, pub=pub, ignore=["evil.sig"])
+    assert p.returncode == 0 and py == json.loads(p.stdout) and py["valid"]
+    # absolute paths inside the model work too
+    assert hallmark.verify(model, pub=pub, ignore=[model / "evil.sig"])["valid"]
+    # a signed file cannot be ignored away
+    (model / "config.json").write_text("{}")
+    assert not hallmark.verify(model, pub=pub, ignore=["evil.sig", "config.json"])["valid"]
+    with pytest.raises(TypeError):
+        hallmark.verify(model, pub=pub, ignore="evil.sig")
