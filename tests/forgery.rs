@@ -475,3 +475,74 @@ fn issue24_hallmark_p384_p521_bundles_verify_with_model_signing() {
         assert!(o.status.success(), "{alg}: model_signing: {}", both(&o));
     }
 }
+
+/// Run `hallmark` with `args`, killing it if it is still running after two minutes (a hang
+/// detector, not a speed assertion: each case takes milliseconds).
+fn hm_or_hang(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(super::common::HALLMARK)
+        .args(args.iter().map(|a| a.as_ref()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!(
+                "hallmark {:?} hung",
+                args.iter().map(|a| a.as_ref()).collect::<Vec<_>>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Certificate files found by fuzzing (fuzz/regressions/pem_chain/err-fuzz-*: one sent the PEM
+/// reader of x509-cert into an endless loop, one was only newlines) and every other hostile
+/// PEM of that corpus, given to `verify --cert-chain` and to `sign --cert`: refused at once,
+/// exit 2, naming the file.
+#[test]
+fn issue24_hostile_certificate_files_are_refused_not_hung() {
+    let fx = Fixture::new();
+    let m = pki_model(&fx, "m");
+    let good = case("good");
+    let (key, _) = fx.keys("signer", "p256");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/pem_chain");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if !name.starts_with("err-") {
+            continue;
+        }
+        n += 1;
+        let o = hm_or_hang(&[
+            &"verify",
+            &m,
+            &"--sig",
+            &good.join("model.sig"),
+            &"--cert-chain",
+            &p,
+            &"--identity",
+            &BOT,
+        ]);
+        expect(&o, 2, &name);
+        let o = hm_or_hang(&[
+            &"sign",
+            &m,
+            &"--key",
+            &key,
+            &"--cert",
+            &p,
+            &"--sig",
+            &fx.path("x.sig"),
+        ]);
+        expect(&o, 2, &name);
+        assert!(!fx.path("x.sig").exists(), "{name}: a bundle was written");
+    }
+    assert!(n >= 7, "{n} hostile PEM files");
+}

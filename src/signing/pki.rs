@@ -42,32 +42,37 @@ static ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
     webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
 ];
 
-/// Read every `CERTIFICATE` block of a PEM file as DER. Fails on text that holds none, on a
-/// block that is not a well-formed certificate, and past [`MAX_CERTIFICATES`].
+/// Read every `CERTIFICATE` block of a PEM file as DER (text and other blocks around them are
+/// skipped). Fails on text that holds none, on a block that is not base64 or not a well-formed
+/// certificate, and past [`MAX_CERTIFICATES`].
+///
+/// The blocks are split by rustls-pki-types' line-based PEM reader, linear in the input. Not
+/// x509-cert's `load_pem_chain`: its PEM reader loops forever on some malformed blocks (a
+/// 90-byte file found by fuzzing, kept in fuzz/regressions/pem_chain) and overflows on input
+/// that is only newlines.
 pub fn pem_certificates(text: &[u8]) -> Result<Vec<Vec<u8>>, SigningError> {
+    use rustls_pki_types::pem::PemObject;
     let bad = |m: String| SigningError::BadCertificate(m);
-    // x509-cert's chain reader subtracts one from the length left after trailing newlines, an
-    // overflow on input that is only newlines (found by fuzzing): refuse that here.
-    if text.iter().all(|b| matches!(b, b'\r' | b'\n')) {
-        return Err(bad("no PEM certificate in the file".into()));
+    let mut certs = Vec::new();
+    for block in CertificateDer::pem_slice_iter(text) {
+        let der = block.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+        if certs.len() == MAX_CERTIFICATES {
+            return Err(SigningError::Limit(format!(
+                "more than {MAX_CERTIFICATES} certificates"
+            )));
+        }
+        Certificate::from_der(der.as_ref()).map_err(|e| {
+            bad(format!(
+                "certificate {} of the file is not a well-formed X.509 certificate: {e}",
+                certs.len() + 1
+            ))
+        })?;
+        certs.push(der.as_ref().to_vec());
     }
-    let certs = Certificate::load_pem_chain(text)
-        .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
     if certs.is_empty() {
         return Err(bad("no PEM certificate in the file".into()));
     }
-    if certs.len() > MAX_CERTIFICATES {
-        return Err(SigningError::Limit(format!(
-            "more than {MAX_CERTIFICATES} certificates"
-        )));
-    }
-    certs
-        .iter()
-        .map(|c| {
-            c.to_der()
-                .map_err(|e| bad(format!("cannot re-encode a certificate: {e}")))
-        })
-        .collect()
+    Ok(certs)
 }
 
 /// The public key of a signing certificate.
