@@ -1,7 +1,7 @@
 //! `detect --parquet`: documents from one string column of a Parquet file, read a batch of rows
 //! at a time (only that column is decoded), so a corpus of any size is scanned in bounded memory.
 
-use std::fs::File;
+use crate::input::{open_regular, Follow};
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
@@ -44,7 +44,7 @@ impl TextColumn {
     /// Open `path` and check that `column` is a top-level string column; `batch` rows are
     /// decoded at a time.
     pub fn open(path: &Path, column: &str, batch: usize) -> Result<Self, DetectError> {
-        let file = File::open(path).map_err(|source| DetectError::Io {
+        let (file, _) = open_regular(path, Follow::Yes).map_err(|source| DetectError::Io {
             path: path.to_path_buf(),
             source,
         })?;
