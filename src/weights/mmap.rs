@@ -6,8 +6,11 @@
 //! cannot prevent that; it narrows the window instead: [`MappedFile::ensure_unchanged`] compares
 //! size and mtime with the values seen at open, and every reader calls it after it has read the
 //! bytes it reports on, so a file that changed while it was hashed is refused rather than
-//! trusted. A truncation during the read can still raise SIGBUS (as with every mmap-based tool,
-//! b3sum included); small files and files that cannot be mapped are read into memory instead.
+//! trusted. A truncation during the read would raise SIGBUS (as with every mmap-based tool,
+//! b3sum included): hallmark catches it ([`guard`]): the faulting page of a live mapping is
+//! replaced by a page of zeros, the mapping is marked, and `ensure_unchanged` then refuses the
+//! file with an error instead of the process dying. Small files and files that cannot be mapped
+//! are read into memory instead.
 
 use std::fs::File;
 use std::io::Read;
@@ -32,6 +35,17 @@ pub struct MappedFile {
     backing: Backing,
     len: u64,
     mtime: Option<SystemTime>,
+    /// The mapping's slot in the SIGBUS guard, `None` if it is not mapped (or not guarded).
+    guard_slot: Option<usize>,
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // Before the map itself is dropped (fields drop after this body).
+        if let Some(s) = self.guard_slot.take() {
+            guard::release(s);
+        }
+    }
 }
 
 impl std::fmt::Debug for MappedFile {
@@ -72,15 +86,20 @@ impl MappedFile {
         } else {
             Backing::Owned(read_all(&file, len, path)?)
         };
+        let guard_slot = match &backing {
+            Backing::Mapped(m) => guard::watch(m.as_ptr() as usize, m.len()),
+            Backing::Owned(_) => None,
+        };
         let this = Self {
             path: path.to_path_buf(),
             file,
             backing,
             len,
             mtime,
+            guard_slot,
         };
         if this.bytes().len() as u64 != len {
-            return Err(FormatError::ChangedWhileReading(this.path));
+            return Err(FormatError::ChangedWhileReading(this.path.clone()));
         }
         Ok(this)
     }
@@ -110,6 +129,9 @@ impl MappedFile {
 
     /// Fail if the file's size or mtime differ from what was seen at open.
     pub fn ensure_unchanged(&self) -> Result<(), FormatError> {
+        if self.guard_slot.is_some_and(guard::faulted) {
+            return Err(FormatError::ChangedWhileReading(self.path.clone()));
+        }
         let meta = self.file.metadata().with_path(&self.path)?;
         let now_path = std::fs::metadata(&self.path).ok();
         let same_path = now_path
@@ -126,4 +148,119 @@ fn read_all(mut file: &File, len: u64, path: &Path) -> Result<Vec<u8>, FormatErr
     let mut v = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.read_to_end(&mut v).with_path(path)?;
     Ok(v)
+}
+
+/// Turns SIGBUS on a live mapping (the file was truncated under it) into an error.
+///
+/// Each mapping is recorded in a fixed table of address ranges (atomics only: the signal
+/// handler takes no lock and allocates nothing). On SIGBUS at an address inside a recorded
+/// range, the handler maps a page of zeros over the faulting page (`MAP_FIXED`), marks the
+/// range, and returns: the read resumes on zeros, and [`MappedFile::ensure_unchanged`], which
+/// every reader calls before it reports, refuses the file. A SIGBUS anywhere else restores the
+/// previous action, so the fault repeats and is handled as it would have been.
+mod guard {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Once;
+
+    /// Mappings guarded at once; a mapping beyond them is unguarded (as before).
+    const SLOTS: usize = 4096;
+
+    #[allow(clippy::declare_interior_mutable_const)]
+    const ZERO: AtomicUsize = AtomicUsize::new(0);
+    #[allow(clippy::declare_interior_mutable_const)]
+    const NO: AtomicBool = AtomicBool::new(false);
+    static START: [AtomicUsize; SLOTS] = [ZERO; SLOTS];
+    static END: [AtomicUsize; SLOTS] = [ZERO; SLOTS];
+    static FAULTED: [AtomicBool; SLOTS] = [NO; SLOTS];
+    static PAGE: AtomicUsize = AtomicUsize::new(4096);
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    static INSTALL: Once = Once::new();
+    static mut PREVIOUS: std::mem::MaybeUninit<libc::sigaction> = std::mem::MaybeUninit::zeroed();
+
+    fn install() {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if page > 0 {
+            PAGE.store(page as usize, Ordering::Relaxed);
+        }
+        // SAFETY: a zeroed sigaction is a valid value; the handler is an `extern "C"` function
+        // of the SA_SIGINFO signature; PREVIOUS is written here once, before any handler runs.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = handler as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+            libc::sigemptyset(&mut sa.sa_mask);
+            let prev = &raw mut PREVIOUS;
+            if libc::sigaction(libc::SIGBUS, &sa, (*prev).as_mut_ptr()) == 0 {
+                INSTALLED.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Record a mapping; its slot, or `None` if the table is full or no handler is installed.
+    pub(super) fn watch(start: usize, len: usize) -> Option<usize> {
+        INSTALL.call_once(install);
+        if !INSTALLED.load(Ordering::Acquire) || len == 0 {
+            return None;
+        }
+        for i in 0..SLOTS {
+            if START[i]
+                .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                FAULTED[i].store(false, Ordering::Relaxed);
+                END[i].store(start.saturating_add(len), Ordering::Release);
+                START[i].store(start, Ordering::Release);
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Forget a mapping (before it is unmapped).
+    pub(super) fn release(slot: usize) {
+        END[slot].store(0, Ordering::Release);
+        START[slot].store(0, Ordering::Release);
+    }
+
+    /// Whether a SIGBUS hit this mapping.
+    pub(super) fn faulted(slot: usize) -> bool {
+        FAULTED[slot].load(Ordering::Acquire)
+    }
+
+    extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        let page = PAGE.load(Ordering::Relaxed);
+        for i in 0..SLOTS {
+            let s = START[i].load(Ordering::Acquire);
+            if s == 0 || s == usize::MAX || addr < s || addr >= END[i].load(Ordering::Acquire) {
+                continue;
+            }
+            let at = addr & !(page - 1);
+            // SAFETY: the page lies inside a live read-only mapping this process owns; it is
+            // replaced by private zeros of the same protection. mmap is a plain system call.
+            let r = unsafe {
+                libc::mmap(
+                    at as *mut libc::c_void,
+                    page,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if r != libc::MAP_FAILED {
+                FAULTED[i].store(true, Ordering::Release);
+                return;
+            }
+        }
+        // Not one of ours: put the previous action back; returning re-runs the faulting
+        // instruction, which then gets that action (by default, the process dies of SIGBUS).
+        // SAFETY: PREVIOUS was filled by sigaction before this handler was installed.
+        unsafe {
+            let prev = &raw const PREVIOUS;
+            libc::sigaction(sig, (*prev).as_ptr(), std::ptr::null_mut());
+        }
+    }
 }
