@@ -31,7 +31,9 @@ enum Backing {
 /// A read-only view of a whole file, memory-mapped when that pays off.
 pub struct MappedFile {
     path: PathBuf,
-    file: File,
+    /// Identity of the file opened (device, inode): the descriptor itself is closed once the
+    /// file is mapped or read, so a model of any number of files holds no descriptor open.
+    id: (u64, u64),
     backing: Backing,
     len: u64,
     mtime: Option<SystemTime>,
@@ -90,9 +92,10 @@ impl MappedFile {
             Backing::Mapped(m) => guard::watch(m.as_ptr() as usize, m.len()),
             Backing::Owned(_) => None,
         };
+        drop(file);
         let this = Self {
             path: path.to_path_buf(),
-            file,
+            id: file_id(&meta),
             backing,
             len,
             mtime,
@@ -132,15 +135,27 @@ impl MappedFile {
         if self.guard_slot.is_some_and(guard::faulted) {
             return Err(FormatError::ChangedWhileReading(self.path.clone()));
         }
-        let meta = self.file.metadata().with_path(&self.path)?;
-        let now_path = std::fs::metadata(&self.path).ok();
-        let same_path = now_path
-            .map(|m| m.len() == self.len && m.modified().ok() == self.mtime)
-            .unwrap_or(false);
-        if meta.len() != self.len || meta.modified().ok() != self.mtime || !same_path {
+        // The file at the path must still be the one mapped (same device and inode), with the
+        // size and mtime seen at open (a rewrite in place changes the mtime).
+        let meta = std::fs::metadata(&self.path).with_path(&self.path)?;
+        if file_id(&meta) != self.id || meta.len() != self.len || meta.modified().ok() != self.mtime
+        {
             return Err(FormatError::ChangedWhileReading(self.path.clone()));
         }
         Ok(())
+    }
+}
+
+fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        (0, 0)
     }
 }
 
