@@ -1093,3 +1093,69 @@ fn shard_bundle_limit_first_and_no_descriptor_per_weight_file() {
     );
     assert_refused(&o, &[1, 2, 3], "400 weight files under ulimit -n 64");
 }
+
+/// Parsers that used to build what the input claims: a Sigstore bundle of 11 million empty
+/// `tlogEntries` (3.1 GB before), a GGUF holding one 300 MiB metadata string (sparse file), and
+/// a safetensors `__metadata__` of 5 million tiny entries (55 MB). Each is refused or skipped in
+/// bounded memory under the address-space limit.
+#[test]
+fn counted_collections_and_strings_are_checked_before_building() {
+    let fx = Fx::new();
+    let m = fx.model("m");
+    let mut b = br#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","verificationMaterial":{"tlogEntries":["#.to_vec();
+    let n = 11_000_000;
+    for i in 0..n {
+        b.extend_from_slice(if i + 1 < n { b"{}," } else { b"{}" });
+    }
+    b.extend_from_slice(br#"]},"dsseEnvelope":{"payload":"","payloadType":"x","signatures":[]}}"#);
+    let sig = fx.p("tlog.sigstore.json");
+    std::fs::write(&sig, &b).unwrap();
+    let o = run_sh(&format!(
+        "\"$H\" verify {} --sig {} --sigstore --identity a@b.c --issuer https://x",
+        q(&m),
+        q(&sig)
+    ));
+    assert_refused(&o, &[2], "Sigstore bundle of 11 million empty tlogEntries");
+    assert_names(&o, "tlog", &["limit exceeded"]);
+
+    let reg = fx.p("reg");
+    std::fs::create_dir(&reg).unwrap();
+    std::fs::copy(fx.p("k.pub"), reg.join("signer.pub")).unwrap();
+    let g = fx.p("s.gguf");
+    let len: u64 = 300 << 20;
+    let mut v = b"GGUF".to_vec();
+    v.extend_from_slice(&3u32.to_le_bytes());
+    v.extend_from_slice(&0u64.to_le_bytes()); // tensors
+    v.extend_from_slice(&1u64.to_le_bytes()); // metadata keys
+    v.extend_from_slice(&4u64.to_le_bytes());
+    v.extend_from_slice(b"junk");
+    v.extend_from_slice(&8u32.to_le_bytes()); // string
+    v.extend_from_slice(&len.to_le_bytes());
+    std::fs::write(&g, &v).unwrap();
+    let total = (v.len() as u64 + len).div_ceil(32) * 32;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&g)
+        .unwrap()
+        .set_len(total)
+        .unwrap();
+    let o = run_sh(&format!("\"$H\" detect {} --registry {}", q(&g), q(&reg)));
+    assert_refused(&o, &[1, 2, 3], "GGUF with a 300 MiB metadata string");
+
+    let mut h = br#"{"__metadata__":{"#.to_vec();
+    let n = 5_000_000u32;
+    for i in 0..n {
+        h.extend_from_slice(format!("\"{i:x}\":\"\"").as_bytes());
+        if i + 1 < n {
+            h.push(b',');
+        }
+    }
+    h.extend_from_slice(b"}}");
+    let mut st = (h.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(&h);
+    let s = fx.p("meta.safetensors");
+    std::fs::write(&s, &st).unwrap();
+    let o = run_sh(&format!("\"$H\" detect {} --registry {}", q(&s), q(&reg)));
+    assert_refused(&o, &[2], "safetensors __metadata__ of 5 million entries");
+    assert_names(&o, "metadata", &["meta.safetensors", "limit exceeded"]);
+}

@@ -22,6 +22,8 @@ use crate::fsutil::{open_regular, Follow};
 
 /// Files smaller than this are read into memory: mapping them costs more than it saves.
 const MMAP_THRESHOLD: u64 = 16 * 1024;
+/// Largest file read into memory when it cannot be mapped.
+const READ_FALLBACK_MAX: u64 = 64 << 20;
 
 enum Backing {
     Mapped(memmap2::Mmap),
@@ -82,6 +84,15 @@ impl MappedFile {
                     #[cfg(unix)]
                     let _ = m.advise(memmap2::Advice::Sequential);
                     Backing::Mapped(m)
+                }
+                // Reading instead is a fallback for small files only: a file that could not be
+                // mapped (address space exhausted, say) is never read whole into memory.
+                Err(e) if len > READ_FALLBACK_MAX => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot map {len} bytes: {e}"),
+                    ))
+                    .with_path(path);
                 }
                 Err(_) => Backing::Owned(read_all(&file, len, path)?),
             }
@@ -160,7 +171,11 @@ fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
 }
 
 fn read_all(mut file: &File, len: u64, path: &Path) -> Result<Vec<u8>, FormatError> {
-    let mut v = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let mut v = Vec::new();
+    // An allocation that fails is an error, not an abort.
+    v.try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::OutOfMemory, e.to_string()))
+        .with_path(path)?;
     file.read_to_end(&mut v).with_path(path)?;
     Ok(v)
 }
