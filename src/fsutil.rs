@@ -9,10 +9,12 @@
 //! * Every path or file name hallmark prints goes through [`shown`] / [`shown_str`], so a name
 //!   holding terminal escapes cannot rewrite the lines around it.
 
-use std::fs::{File, Metadata};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+// The reading half lives in the input layer; these names stay here for existing callers.
+pub use crate::input::{kind_of, open_regular, read_capped, Follow};
 
 /// Every temporary hallmark creates next to a target is named `.hallmark-tmp-PID-...`, where
 /// PID is the creating process; a crash leaves such a file (or folder) behind, and the next
@@ -132,111 +134,6 @@ fn process_alive(pid: u32) -> bool {
     #[cfg(not(unix))]
     {
         true
-    }
-}
-
-/// Whether [`open_regular`] follows a symlink in the last path component.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Follow {
-    /// Follow it (the user named the file; symlinked caches such as Hugging Face's are normal).
-    Yes,
-    /// Refuse it (`O_NOFOLLOW`): a file that was a regular file when a directory was listed must
-    /// not have become a symlink by the time it is opened.
-    No,
-}
-
-/// Open `path` for reading without ever blocking, and only if it is a regular file.
-///
-/// The file is opened with `O_NONBLOCK` (and `O_NOFOLLOW` for [`Follow::No`]), its type is read
-/// with `fstat` on the open descriptor (so a swap between check and open cannot fool it), and
-/// anything but a regular file is refused with [`io::ErrorKind::InvalidInput`]. `O_NONBLOCK` is
-/// cleared before the file is returned. Returns the file and the metadata seen at open.
-pub fn open_regular(path: &Path, follow: Follow) -> io::Result<(File, Metadata)> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
-        if follow == Follow::No {
-            flags |= libc::O_NOFOLLOW;
-        }
-        opts.custom_flags(flags);
-    }
-    let file = opts.open(path).map_err(|e| {
-        #[cfg(unix)]
-        if follow == Follow::No && e.raw_os_error() == Some(libc::ELOOP) {
-            return io::Error::new(io::ErrorKind::InvalidInput, "is a symlink");
-        }
-        e
-    })?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("not a regular file ({})", kind_of(&meta)),
-        ));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd;
-        let fd = file.as_raw_fd();
-        // SAFETY: fcntl on a descriptor this function owns; no memory is passed.
-        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        // SAFETY: as above.
-        if fl < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok((file, meta))
-}
-
-/// Read a whole regular file of at most `cap` bytes (checked on the open descriptor before any
-/// byte is read, and again while reading, in case the file grows).
-pub fn read_capped(path: &Path, cap: u64, follow: Follow) -> io::Result<Vec<u8>> {
-    let (file, meta) = open_regular(path, follow)?;
-    if meta.len() > cap {
-        return Err(too_large(meta.len(), cap));
-    }
-    let mut v = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(cap + 1).read_to_end(&mut v)?;
-    if v.len() as u64 > cap {
-        return Err(too_large(v.len() as u64, cap));
-    }
-    Ok(v)
-}
-
-fn too_large(len: u64, cap: u64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("{len} bytes is over the {cap}-byte limit for this kind of file"),
-    )
-}
-
-/// A short name for a file type, for messages.
-pub fn kind_of(meta: &Metadata) -> &'static str {
-    let ft = meta.file_type();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if ft.is_fifo() {
-            return "a FIFO";
-        }
-        if ft.is_socket() {
-            return "a socket";
-        }
-        if ft.is_block_device() || ft.is_char_device() {
-            return "a device";
-        }
-    }
-    if ft.is_dir() {
-        "a directory"
-    } else if ft.is_symlink() {
-        "a symlink"
-    } else if ft.is_file() {
-        "a regular file"
-    } else {
-        "not a regular file"
     }
 }
 

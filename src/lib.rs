@@ -20,6 +20,7 @@ pub mod eval;
 pub mod fingerprint;
 pub mod fsutil;
 pub mod generate;
+pub mod input;
 pub mod mark;
 pub mod registry;
 pub mod signing;

@@ -48,6 +48,142 @@ pub enum TokenizerError {
     /// boundary and becomes an error of the one tokenizer involved.
     #[error("tokenizer failed: {0}")]
     Panicked(String),
+    /// Tokenising one text took more than its work budget (see [`budget`]): the tokenizer's
+    /// split regex backtracks too much on this text.
+    #[error(
+        "tokenizer over its work budget ({ms} ms for {bytes} bytes of text): its split regex \
+         backtracks too much on this text"
+    )]
+    OverBudget {
+        /// The budget that ran out, in milliseconds.
+        ms: u64,
+        /// Length of the text.
+        bytes: usize,
+    },
+}
+
+/// The work budget for tokenizers, whose split regexes come from keys and are untrusted.
+///
+/// Oniguruma (the regex engine of the `tokenizers` crate) backtracks; a crafted regex can cost
+/// exponential time on some texts while staying under Oniguruma's per-match retry limit. Two
+/// bounds apply:
+///
+/// 1. every regex search is limited to [`RETRIES_PER_SEARCH`] backtracking steps (Oniguruma's
+///    own limit, set process-wide; by default a search has none);
+/// 2. tokenising one text has a wall-clock budget ([`budget_for`]). A watchdog thread, at the
+///    deadline, lowers the search limit to one step, so the next regex search of the overdue
+///    tokenization fails at once; the failure (a panic inside `tokenizers`) is caught and
+///    becomes [`TokenizerError::OverBudget`] for that tokenizer and text alone.
+///
+/// The limit is process-wide, so tokenizations run one at a time (the rest of detection,
+/// scoring included, still runs in parallel).
+pub mod budget {
+    use std::sync::{Condvar, Mutex, MutexGuard, Once};
+    use std::time::{Duration, Instant};
+
+    /// Backtracking steps Oniguruma may take in one regex search (ordinary split regexes take
+    /// a few per token).
+    pub const RETRIES_PER_SEARCH: u64 = 1_000_000;
+
+    /// The wall-clock budget for tokenising `len` bytes: 1 s, plus 4 s per MiB.
+    pub fn budget_for(len: usize) -> Duration {
+        Duration::from_millis(1000 + (len as u64).saturating_mul(4000) / (1 << 20))
+    }
+
+    extern "C" {
+        // Oniguruma's process-wide limits (oniguruma.h), linked through `onig_sys`.
+        fn onig_set_retry_limit_in_search(n: std::os::raw::c_ulong) -> std::os::raw::c_int;
+        fn onig_set_retry_limit_in_match(n: std::os::raw::c_ulong) -> std::os::raw::c_int;
+    }
+
+    fn set_limit(n: u64) {
+        let n = std::os::raw::c_ulong::try_from(n).unwrap_or(std::os::raw::c_ulong::MAX);
+        // SAFETY: plain stores into Oniguruma's global limits; each search copies them when it
+        // starts, so a change affects only searches that start after it.
+        unsafe {
+            onig_set_retry_limit_in_search(n);
+            onig_set_retry_limit_in_match(n);
+        }
+    }
+
+    #[derive(Default)]
+    struct Watch {
+        deadline: Option<Instant>,
+        tripped: bool,
+    }
+
+    static WATCH: Mutex<Watch> = Mutex::new(Watch {
+        deadline: None,
+        tripped: false,
+    });
+    static WAKE: Condvar = Condvar::new();
+    static SERIAL: Mutex<()> = Mutex::new(());
+    static INIT: Once = Once::new();
+
+    fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn watchdog() {
+        let mut w = lock(&WATCH);
+        loop {
+            match w.deadline {
+                Some(d) if !w.tripped => {
+                    let now = Instant::now();
+                    if now >= d {
+                        set_limit(1);
+                        w.tripped = true;
+                    } else {
+                        w = WAKE
+                            .wait_timeout(w, d - now)
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|e| e.into_inner().0);
+                    }
+                }
+                _ => w = WAKE.wait(w).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+
+    /// Run one tokenization of `len` bytes under the budget. `f` must catch its own panics
+    /// (a search stopped by the limit panics inside `tokenizers`).
+    pub(super) fn run<T>(
+        len: usize,
+        f: impl FnOnce() -> Result<T, super::TokenizerError>,
+    ) -> Result<T, super::TokenizerError> {
+        INIT.call_once(|| {
+            set_limit(RETRIES_PER_SEARCH);
+            // Without the watchdog only the per-search limit applies.
+            let _ = std::thread::Builder::new()
+                .name("hallmark-tokenizer-watchdog".into())
+                .spawn(watchdog);
+        });
+        let _one_at_a_time = lock(&SERIAL);
+        let budget = budget_for(len);
+        {
+            let mut w = lock(&WATCH);
+            w.deadline = Some(Instant::now() + budget);
+            w.tripped = false;
+            WAKE.notify_all();
+        }
+        let r = f();
+        let mut w = lock(&WATCH);
+        w.deadline = None;
+        let tripped = std::mem::take(&mut w.tripped);
+        if tripped {
+            set_limit(RETRIES_PER_SEARCH);
+        }
+        drop(w);
+        match r {
+            Err(super::TokenizerError::Panicked(_)) if tripped => {
+                Err(super::TokenizerError::OverBudget {
+                    ms: budget.as_millis() as u64,
+                    bytes: len,
+                })
+            }
+            r => r,
+        }
+    }
 }
 
 /// Run `f`, turning a panic inside it into [`TokenizerError::Panicked`].
@@ -118,7 +254,8 @@ impl Tokenizer {
         let mut head = [0u8; 4];
         let is_gguf = {
             use std::io::Read;
-            let mut f = std::fs::File::open(path).map_err(io)?;
+            let (mut f, _) =
+                crate::input::open_regular(path, crate::input::Follow::Yes).map_err(io)?;
             let n = f.read(&mut head).map_err(io)?;
             head[..n].starts_with(crate::weights::gguf::MAGIC)
         };
@@ -126,7 +263,12 @@ impl Tokenizer {
             let wf = crate::weights::WeightFile::open(path)?;
             Self::from_gguf_metadata(wf.parsed())
         } else {
-            let text = std::fs::read_to_string(path).map_err(io)?;
+            let text = crate::input::read_text(
+                path,
+                crate::input::Kind::Tokenizer,
+                crate::input::Follow::Yes,
+            )
+            .map_err(io)?;
             Self::from_json(&text)
         }
     }
@@ -259,12 +401,14 @@ impl Tokenizer {
 
     /// Token ids of `text`, with no special tokens added (no BOS, no post-processor template).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        guarded(|| {
-            let enc = self
-                .inner
-                .encode_fast(text, false)
-                .map_err(|e| TokenizerError::Tokenize(format!("{e}")))?;
-            Ok(enc.get_ids().to_vec())
+        budget::run(text.len(), || {
+            guarded(|| {
+                let enc = self
+                    .inner
+                    .encode_fast(text, false)
+                    .map_err(|e| TokenizerError::Tokenize(format!("{e}")))?;
+                Ok(enc.get_ids().to_vec())
+            })
         })
     }
 

@@ -1,6 +1,8 @@
-//! Hostile inputs to sign / verify: every case exits 1 or 2 (never a panic, never a hang) with
-//! peak memory under 256 MiB. A hang fails the test after a generous deadline instead of
-//! stalling the suite; no test asserts how fast anything is.
+//! Hostile inputs: every case exits with its documented code (2 for an unusable input, never a
+//! panic, a signal or a hang) with peak memory under 256 MiB, and runs under an address-space
+//! limit (RLIMIT_AS, [`ADDRESS_SPACE_KIB`]) so an allocation past it fails the case instead of
+//! swapping. A hang fails the test after a generous deadline instead of stalling the suite; the
+//! time each case took is printed (docs/limits.md), but no test asserts how fast anything is.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -8,15 +10,21 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HALLMARK: &str = env!("CARGO_BIN_EXE_hallmark");
-/// Only a hang gets near this; it is not a speed requirement.
-const DEADLINE: Duration = Duration::from_secs(300);
+/// Only a hang gets near this; it is not a speed requirement (the issue's acceptance is 10 s a
+/// case; a loaded CI machine must not flake).
+const DEADLINE: Duration = Duration::from_secs(60);
 const MAX_RSS_KIB: i64 = 256 * 1024;
+/// The address-space limit (`ulimit -v`) every case runs under: 512 MiB.
+const ADDRESS_SPACE_KIB: u64 = 512 * 1024;
 
 struct Outcome {
     code: i32,
     stdout: String,
     stderr: String,
     max_rss_kib: i64,
+    /// The signal that ended hallmark, as GNU time reports it.
+    signal: Option<String>,
+    elapsed: Duration,
 }
 
 /// Run `sh -c script` (hallmark is `$H`) under GNU time, kill it past the deadline, and report
@@ -24,6 +32,12 @@ struct Outcome {
 /// own `wait4`: a child's `ru_maxrss` starts from the image it was forked from (this test binary),
 /// while time's grandchild starts small.
 fn run_sh(script: &str) -> Outcome {
+    run_limited(script, Some(ADDRESS_SPACE_KIB))
+}
+
+/// [`run_sh`] with an explicit address-space limit (`None`: only for cases that map files
+/// larger than the limit on purpose).
+fn run_limited(script: &str, address_space_kib: Option<u64>) -> Outcome {
     const TIME: &str = "/usr/bin/time";
     assert!(
         Path::new(TIME).exists(),
@@ -42,8 +56,14 @@ fn run_sh(script: &str) -> Outcome {
         .arg(&rss)
         .arg("sh")
         .arg("-c")
-        .arg(script)
+        .arg(match address_space_kib {
+            Some(kib) => format!("ulimit -v {kib} && {{ {script}\n}}"),
+            None => script.to_string(),
+        })
         .env("H", HALLMARK)
+        // glibc reserves 64 MiB of address space per malloc arena (one per thread): under an
+        // address-space limit that is what runs out first, not memory in use.
+        .env("MALLOC_ARENA_MAX", "2")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).expect("out"))
         .stderr(std::fs::File::create(&err).expect("err"))
@@ -61,7 +81,12 @@ fn run_sh(script: &str) -> Outcome {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let elapsed = start.elapsed();
     let rss_text = std::fs::read_to_string(&rss).unwrap_or_default();
+    let signal = rss_text
+        .lines()
+        .find(|l| l.contains("terminated by signal"))
+        .map(str::to_string);
     let max_rss_kib = rss_text
         .lines()
         .filter_map(|l| l.trim().parse::<i64>().ok())
@@ -72,6 +97,8 @@ fn run_sh(script: &str) -> Outcome {
         stdout: std::fs::read_to_string(&out).unwrap_or_default(),
         stderr: std::fs::read_to_string(&err).unwrap_or_default(),
         max_rss_kib,
+        signal,
+        elapsed,
     }
 }
 
@@ -94,12 +121,25 @@ fn assert_refused(o: &Outcome, want: &[i32], what: &str) {
         "{what}: panic\n{}",
         o.stderr
     );
+    // sh reports a command killed by signal N as exit 128 + N.
+    assert!(
+        o.signal.is_none() && !(129..=192).contains(&o.code),
+        "{what}: killed by a signal ({:?}, exit {})\n{}",
+        o.signal,
+        o.code,
+        o.stderr
+    );
     assert!(
         o.max_rss_kib <= MAX_RSS_KIB,
         "{what}: peak RSS {} KiB > {MAX_RSS_KIB} KiB",
         o.max_rss_kib
     );
-    eprintln!("{what}: exit {}, peak RSS {} KiB", o.code, o.max_rss_kib);
+    eprintln!(
+        "{what}: exit {}, peak RSS {} KiB, {:.2} s",
+        o.code,
+        o.max_rss_kib,
+        o.elapsed.as_secs_f64()
+    );
 }
 
 struct Fx {
@@ -580,4 +620,553 @@ fn fuzz_regression_corpus_replays() {
             }
         }
     }
+}
+
+// ---- issue 25: one input layer, every class under the limits ---------------------------------
+
+/// The tokenizer text keys in these cases are bound to (checked in under test-models/real).
+fn minilm_tokenizer() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("test-models/real/minilm/tokenizer.json")
+}
+
+/// A kgw key at `out`, bound to the MiniLM tokenizer with `pre_tokenizer` replaced when given.
+fn text_key(fx: &Fx, out: &Path, pre_tokenizer: Option<serde_json::Value>) {
+    let mut tok = minilm_tokenizer();
+    if let Some(pre) = pre_tokenizer {
+        let mut t: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&tok).expect("tokenizer.json")).unwrap();
+        t["pre_tokenizer"] = pre;
+        tok = fx.p("custom-tokenizer.json");
+        std::fs::write(&tok, serde_json::to_vec(&t).unwrap()).unwrap();
+    }
+    let o = run_sh(&format!(
+        "\"$H\" wm-key --scheme kgw --tokenizer {} --out {}",
+        q(&tok),
+        q(out)
+    ));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+}
+
+/// A split regex whose backtracking is large but bounded per match (2^18 steps): it never
+/// trips Oniguruma's own retry limit, and costs minutes on a few KB of `a`.
+fn evil_pre_tokenizer() -> serde_json::Value {
+    serde_json::json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "(?:a|a){1,18}b|a"},
+         "behavior": "Isolated", "invert": false},
+        {"type": "BertPreTokenizer"}
+    ]})
+}
+
+#[track_caller]
+fn assert_names(o: &Outcome, what: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(
+            o.stderr.contains(n) || o.stdout.contains(n),
+            "{what}: output does not name `{n}`\nstdout:\n{}\nstderr:\n{}",
+            o.stdout,
+            o.stderr
+        );
+    }
+}
+
+/// FIFOs and devices given anywhere a file is read: refused at open, never read, never waited
+/// on (each would block forever without O_NONBLOCK + fstat), with the path in the message.
+#[test]
+fn fifos_and_devices_are_refused_wherever_a_file_is_read() {
+    let fx = Fx::new();
+    let reg = fx.p("reg");
+    std::fs::create_dir(&reg).unwrap();
+    text_key(&fx, &reg.join("good.wmkey"), None);
+    for n in [
+        "suspect.txt",
+        "docs.jsonl",
+        "docs.parquet",
+        "tok.json",
+        "key.wmkey",
+        "m.gguf",
+    ] {
+        mkfifo(&fx.p(n));
+    }
+    let r = q(&reg);
+    let cases = [
+        (
+            "detect FIFO",
+            format!("\"$H\" detect {} --registry {r}", q(&fx.p("suspect.txt"))),
+            "suspect.txt",
+        ),
+        (
+            "detect --jsonl FIFO",
+            format!(
+                "\"$H\" detect --jsonl {} --registry {r}",
+                q(&fx.p("docs.jsonl"))
+            ),
+            "docs.jsonl",
+        ),
+        (
+            "detect --parquet FIFO",
+            format!(
+                "\"$H\" detect --parquet {} --registry {r}",
+                q(&fx.p("docs.parquet"))
+            ),
+            "docs.parquet",
+        ),
+        (
+            "detect --jsonl /dev/zero",
+            format!("\"$H\" detect --jsonl /dev/zero --registry {r}"),
+            "/dev/zero",
+        ),
+        (
+            "detect /dev/zero",
+            format!("\"$H\" detect /dev/zero --registry {r}"),
+            "/dev/zero",
+        ),
+        (
+            "detect - < /dev/zero",
+            format!("\"$H\" detect - --registry {r} < /dev/zero"),
+            "stdin",
+        ),
+        (
+            "wm-key --tokenizer FIFO",
+            format!(
+                "\"$H\" wm-key --scheme kgw --tokenizer {} --out {}",
+                q(&fx.p("tok.json")),
+                q(&fx.p("new.wmkey"))
+            ),
+            "tok.json",
+        ),
+        (
+            "mark --wm-key FIFO",
+            format!(
+                "\"$H\" mark {} --wm-key {} --out {}",
+                q(&fx.p("reg")),
+                q(&fx.p("key.wmkey")),
+                q(&fx.p("marked"))
+            ),
+            "key.wmkey",
+        ),
+        (
+            "generate --wm-key FIFO",
+            format!(
+                "\"$H\" generate --model {} --wm-key {} --prompt hi",
+                q(&fx.p("m.gguf")),
+                q(&fx.p("key.wmkey"))
+            ),
+            "key.wmkey",
+        ),
+        (
+            "generate --model FIFO",
+            format!(
+                "\"$H\" generate --model {} --no-watermark --prompt hi",
+                q(&fx.p("m.gguf"))
+            ),
+            "m.gguf",
+        ),
+        (
+            "register FIFO",
+            format!("\"$H\" register {} --registry {r}", q(&fx.p("key.wmkey"))),
+            "key.wmkey",
+        ),
+    ];
+    for (what, script, name) in cases {
+        let o = run_sh(&script);
+        assert_refused(&o, &[2], what);
+        assert_names(&o, what, &[name]);
+    }
+    assert!(!fx.p("new.wmkey").exists() && !fx.p("marked").exists());
+}
+
+/// A registry holding every kind of unusable entry: each is named with its reason, the usable
+/// key is still tested, and the run exits 2 (never 1: "no match" is not known). Symlinks are
+/// refused whatever they point to (docs/limits.md, the registry's symlink policy).
+#[test]
+fn registry_names_every_unusable_entry_and_tests_the_rest() {
+    let fx = Fx::new();
+    let reg = fx.p("reg");
+    std::fs::create_dir(&reg).unwrap();
+    text_key(&fx, &reg.join("good.wmkey"), None);
+    text_key(&fx, &fx.p("outside.wmkey"), None);
+    symlink(fx.p("outside.wmkey"), reg.join("linked.wmkey")).unwrap();
+    symlink("/dev/zero", reg.join("device.wmkey")).unwrap();
+    symlink(fx.p("."), reg.join("linked-dir")).unwrap();
+    mkfifo(&reg.join("pipe.wmkey"));
+    // 64 MiB of zeros (sparse): refused on its size before a byte is read.
+    std::fs::File::create(reg.join("zeros.wmkey"))
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    std::fs::write(
+        reg.join("cut.wmkey"),
+        b"{\"format\":\"hallmark-wmkey\",\"vers",
+    )
+    .unwrap();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/registry_entry");
+    std::fs::copy(corpus.join("err-values-truncated.fp"), reg.join("trunc.fp")).unwrap();
+    std::fs::copy(corpus.join("err-values-bad-base64.fp"), reg.join("b64.fp")).unwrap();
+    let text = fx.p("t.txt");
+    std::fs::write(
+        &text,
+        "a few words of text to test against every registered key\n",
+    )
+    .unwrap();
+    let o = run_sh(&format!(
+        "\"$H\" detect {} --registry {} --json",
+        q(&text),
+        q(&reg)
+    ));
+    assert_refused(&o, &[2], "text against a registry with unusable entries");
+    assert_names(
+        &o,
+        "text detect",
+        &[
+            "linked.wmkey: not usable: a symlink",
+            "device.wmkey: not usable: a symlink",
+            "linked-dir: not usable: a symlink",
+            "pipe.wmkey: not usable: a FIFO",
+            "zeros.wmkey",
+            "limit for a registry entry",
+            "cut.wmkey",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).expect("json");
+    let good = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "good")
+        .expect("the usable key is still tested");
+    assert!(good["p_value"].is_number(), "{good}");
+    // The damaged fingerprints are refused by `register` and named by a weights detect.
+    let fp_in = fx.p("trunc.fp");
+    std::fs::copy(corpus.join("err-values-truncated.fp"), &fp_in).unwrap();
+    let o = run_sh(&format!(
+        "\"$H\" register {} --registry {}",
+        q(&fp_in),
+        q(&fx.p("reg2"))
+    ));
+    assert_refused(&o, &[2], "register a fingerprint with truncated base64");
+    assert_names(&o, "register", &["trunc.fp", "expected"]);
+    let m = fx.model("m");
+    let o = run_sh(&format!("\"$H\" detect {} --registry {}", q(&m), q(&reg)));
+    assert_refused(
+        &o,
+        &[2],
+        "weights against a registry with damaged fingerprints",
+    );
+    assert_names(&o, "weights detect", &["trunc.fp", "b64.fp"]);
+}
+
+/// A key whose split regex backtracks heavily but within Oniguruma's per-match limit: refused
+/// by `register` (adversarial texts under the work budget) and, placed in a registry by hand,
+/// an error for that key alone on every text, while the other key is still tested.
+#[test]
+fn untrusted_tokenizer_regex_runs_under_a_work_budget() {
+    let fx = Fx::new();
+    let reg = fx.p("reg");
+    std::fs::create_dir(&reg).unwrap();
+    text_key(&fx, &reg.join("good.wmkey"), None);
+    text_key(&fx, &fx.p("evil.wmkey"), Some(evil_pre_tokenizer()));
+    let o = run_sh(&format!(
+        "\"$H\" register {} --registry {}",
+        q(&fx.p("evil.wmkey")),
+        q(&fx.p("r2"))
+    ));
+    assert_refused(&o, &[2], "register a backtracking tokenizer");
+    assert_names(
+        &o,
+        "register",
+        &["evil.wmkey", "adversarial text", "work budget"],
+    );
+    std::fs::copy(fx.p("evil.wmkey"), reg.join("evil.wmkey")).unwrap();
+    let text = fx.p("a.txt");
+    std::fs::write(&text, "a".repeat(8192)).unwrap();
+    let o = run_sh(&format!(
+        "\"$H\" detect {} --registry {} --json",
+        q(&text),
+        q(&reg)
+    ));
+    assert_refused(&o, &[2], "8 KB text against a backtracking key");
+    assert_names(&o, "detect", &["evil", "work budget"]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).expect("json");
+    assert!(v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "good" && r["error"].is_null()));
+}
+
+/// `--jsonl` and stdin: one result per line in order, however bad a line is (not UTF-8, over
+/// the line cap, text over the document cap, not an object); memory bounded by bytes.
+#[test]
+fn jsonl_and_stdin_are_bounded_and_one_bad_line_is_one_error() {
+    let fx = Fx::new();
+    let reg = fx.p("reg");
+    std::fs::create_dir(&reg).unwrap();
+    text_key(&fx, &reg.join("good.wmkey"), None);
+    let mut f = Vec::new();
+    f.extend_from_slice(b"{\"text\":\"first document\"}\n");
+    f.extend_from_slice(b"\xff\xfe not utf-8\n");
+    f.extend_from_slice(b"{\"text\":\"");
+    f.extend(std::iter::repeat_n(b'x', 9 << 20));
+    f.extend_from_slice(b"\"}\n");
+    f.extend_from_slice(format!("{{\"text\":\"{}\"}}\n", "y ".repeat(600_000)).as_bytes());
+    f.extend_from_slice(b"[1,2,3]\n");
+    f.extend_from_slice(b"{\"text\":\"last document\"}\n");
+    let jl = fx.p("docs.jsonl");
+    std::fs::write(&jl, f).unwrap();
+    let o = run_sh(&format!(
+        "\"$H\" detect --jsonl {} --registry {} --json",
+        q(&jl),
+        q(&reg)
+    ));
+    assert_refused(&o, &[2], "jsonl with bad lines");
+    let lines: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let inputs: Vec<String> = lines
+        .iter()
+        .map(|l| l["input"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (1..=6).map(|n| format!("{}:{n}", jl.display())).collect();
+    assert_eq!(inputs, want);
+    assert!(lines[1]["error"].as_str().unwrap().contains("not UTF-8"));
+    assert!(lines[2]["error"]
+        .as_str()
+        .unwrap()
+        .contains("limit for a line"));
+    assert!(lines[3]["error"]
+        .as_str()
+        .unwrap()
+        .contains("limit for a text document"));
+    assert!(lines[5]["error"].is_null() && lines[5]["results"].is_array());
+    let o = run_sh(&format!(
+        "head -c 20000000 /dev/zero | tr '\\0' a | \"$H\" detect - --registry {}",
+        q(&reg)
+    ));
+    assert_refused(&o, &[2], "20 MB of text on stdin");
+    assert_names(&o, "stdin", &["stdin", "limit for a text document"]);
+}
+
+/// A Parquet column whose pages claim (or decompress to) far more than the file holds: a
+/// zstd page of 64 MiB of text, and many rows repeating one dictionary value.
+#[test]
+fn parquet_bombs_are_refused_or_read_in_small_batches() {
+    use std::sync::Arc;
+    let fx = Fx::new();
+    let reg = fx.p("reg");
+    std::fs::create_dir(&reg).unwrap();
+    text_key(&fx, &reg.join("good.wmkey"), None);
+    // `keys` index `values`: written dictionary-encoded, read back as a plain string column.
+    let write = |path: &Path, values: Vec<String>, keys: Vec<i32>, page: usize| {
+        let col = arrow_array::DictionaryArray::<arrow_array::types::Int32Type>::try_new(
+            arrow_array::Int32Array::from(keys),
+            Arc::new(arrow_array::StringArray::from(values)),
+        )
+        .unwrap();
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "text",
+            arrow_array::Array::data_type(&col).clone(),
+            false,
+        )]));
+        let batch = arrow_array::RecordBatch::try_new(schema.clone(), vec![Arc::new(col)]).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .set_data_page_size_limit(page)
+            .set_dictionary_page_size_limit(page)
+            .set_max_row_group_row_count(Some(1 << 20))
+            .build();
+        let f = std::fs::File::create(path).unwrap();
+        let opts = parquet::arrow::arrow_writer::ArrowWriterOptions::new()
+            .with_properties(props)
+            .with_skip_arrow_metadata(true);
+        let mut w = parquet::arrow::ArrowWriter::try_new_with_options(f, schema, opts).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    };
+    let bomb = fx.p("bomb.parquet");
+    write(&bomb, vec!["a".repeat(64 << 20)], vec![0], 256 << 20);
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 1 << 20);
+    let o = run_sh(&format!(
+        "\"$H\" detect --parquet {} --registry {}",
+        q(&bomb),
+        q(&reg)
+    ));
+    assert_refused(&o, &[2], "zstd page of 64 MiB");
+    assert_names(
+        &o,
+        "parquet bomb",
+        &["bomb.parquet", "limit for a Parquet page"],
+    );
+    // 3,000 rows of one 1 MiB + 1 value, dictionary-encoded: 3 GB if a batch of 1,024 rows
+    // were built at once; each row is over the document cap, so each is one error line.
+    let dict = fx.p("dict.parquet");
+    write(
+        &dict,
+        vec!["b".repeat((1 << 20) + 1)],
+        vec![0; 3000],
+        2 << 20,
+    );
+    let o = run_sh(&format!(
+        "\"$H\" detect --parquet {} --registry {}",
+        q(&dict),
+        q(&reg)
+    ));
+    assert_refused(&o, &[2], "dictionary value repeated 3,000 times");
+    assert_eq!(
+        o.stdout
+            .lines()
+            .filter(|l| l.contains("limit for a text document"))
+            .count(),
+        3000
+    );
+}
+
+/// A file truncated while `sign` hashes it: an error naming it (exit 2), never SIGBUS. The file
+/// is cut to 1 MiB as soon as `sign` has mapped it (seen in /proc/PID/maps). No address-space
+/// or RSS limit here: the 1 GiB file is mapped on purpose, and its pages count toward RSS.
+#[test]
+fn truncation_while_hashing_is_an_error_not_a_signal() {
+    let fx = Fx::new();
+    let m = fx.p("m");
+    std::fs::create_dir(&m).unwrap();
+    let f = m.join("data.bin");
+    std::fs::File::create(&f).unwrap().set_len(1 << 30).unwrap();
+    let script = format!(
+        "\"$H\" sign {m} --key {k} & pid=$!; \
+         while kill -0 $pid 2>/dev/null && ! grep -q data.bin /proc/$pid/maps 2>/dev/null; \
+         do sleep 0.005; done; truncate -s 1M {f}; wait $pid",
+        m = q(&m),
+        k = q(&fx.p("k.key")),
+        f = q(&f)
+    );
+    let o = run_limited(&script, None);
+    assert!(
+        o.code == 2 && o.signal.is_none(),
+        "file truncated while hashed: exit {} ({:?})\n{}",
+        o.code,
+        o.signal,
+        o.stderr
+    );
+    assert_names(
+        &o,
+        "truncated",
+        &["data.bin", "changed while it was being read"],
+    );
+    assert!(!m.join("model.sig").exists());
+    eprintln!(
+        "file truncated while hashed: exit 2, peak RSS {} KiB, {:.2} s",
+        o.max_rss_kib,
+        o.elapsed.as_secs_f64()
+    );
+}
+
+/// `sign --shard-size 1` on 1 MB: the bundle-size limit is checked before any byte is hashed;
+/// `detect` on a directory of 400 weight files under `ulimit -n 64` holds no descriptor each.
+#[test]
+fn shard_bundle_limit_first_and_no_descriptor_per_weight_file() {
+    let fx = Fx::new();
+    let m = fx.p("m");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::write(m.join("data.bin"), vec![7u8; 1 << 20]).unwrap();
+    let o = run_sh(&format!(
+        "\"$H\" sign {} --key {} --shard-size 1",
+        q(&m),
+        q(&fx.p("k.key"))
+    ));
+    assert_refused(&o, &[2], "sign --shard-size 1 on 1 MB");
+    assert_names(&o, "shard", &["limit"]);
+    assert!(!m.join("model.sig").exists());
+    let many = fx.p("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..400 {
+        let t = hallmark::weights::write::OwnedTensor {
+            name: format!("w{i}"),
+            dtype: hallmark::weights::DType::U8,
+            shape: vec![32 << 10],
+            bytes: vec![(i % 251) as u8; 32 << 10],
+        };
+        let b = hallmark::weights::write::safetensors_bytes(&[t], &[]).expect("st");
+        std::fs::write(many.join(format!("model-{i:05}-of-00400.safetensors")), b).unwrap();
+    }
+    let reg = fx.p("reg");
+    std::fs::create_dir(&reg).unwrap();
+    std::fs::copy(fx.p("k.pub"), reg.join("signer.pub")).unwrap();
+    let o = run_sh(&format!(
+        "ulimit -n 64 && exec \"$H\" detect {} --registry {}",
+        q(&many),
+        q(&reg)
+    ));
+    assert!(
+        !o.stderr.contains("Too many open files"),
+        "EMFILE: {}",
+        o.stderr
+    );
+    assert_refused(&o, &[1, 2, 3], "400 weight files under ulimit -n 64");
+}
+
+/// Parsers that used to build what the input claims: a Sigstore bundle of 11 million empty
+/// `tlogEntries` (3.1 GB before), a GGUF holding one 300 MiB metadata string (sparse file), and
+/// a safetensors `__metadata__` of 5 million tiny entries (55 MB). Each is refused or skipped in
+/// bounded memory under the address-space limit.
+#[test]
+fn counted_collections_and_strings_are_checked_before_building() {
+    let fx = Fx::new();
+    let m = fx.model("m");
+    let mut b = br#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","verificationMaterial":{"tlogEntries":["#.to_vec();
+    let n = 11_000_000;
+    for i in 0..n {
+        b.extend_from_slice(if i + 1 < n { b"{}," } else { b"{}" });
+    }
+    b.extend_from_slice(br#"]},"dsseEnvelope":{"payload":"","payloadType":"x","signatures":[]}}"#);
+    let sig = fx.p("tlog.sigstore.json");
+    std::fs::write(&sig, &b).unwrap();
+    let o = run_sh(&format!(
+        "\"$H\" verify {} --sig {} --sigstore --identity a@b.c --issuer https://x",
+        q(&m),
+        q(&sig)
+    ));
+    assert_refused(&o, &[2], "Sigstore bundle of 11 million empty tlogEntries");
+    assert_names(&o, "tlog", &["limit exceeded"]);
+
+    let reg = fx.p("reg");
+    std::fs::create_dir(&reg).unwrap();
+    std::fs::copy(fx.p("k.pub"), reg.join("signer.pub")).unwrap();
+    let g = fx.p("s.gguf");
+    let len: u64 = 300 << 20;
+    let mut v = b"GGUF".to_vec();
+    v.extend_from_slice(&3u32.to_le_bytes());
+    v.extend_from_slice(&0u64.to_le_bytes()); // tensors
+    v.extend_from_slice(&1u64.to_le_bytes()); // metadata keys
+    v.extend_from_slice(&4u64.to_le_bytes());
+    v.extend_from_slice(b"junk");
+    v.extend_from_slice(&8u32.to_le_bytes()); // string
+    v.extend_from_slice(&len.to_le_bytes());
+    std::fs::write(&g, &v).unwrap();
+    let total = (v.len() as u64 + len).div_ceil(32) * 32;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&g)
+        .unwrap()
+        .set_len(total)
+        .unwrap();
+    let o = run_sh(&format!("\"$H\" detect {} --registry {}", q(&g), q(&reg)));
+    assert_refused(&o, &[1, 2, 3], "GGUF with a 300 MiB metadata string");
+
+    let mut h = br#"{"__metadata__":{"#.to_vec();
+    let n = 5_000_000u32;
+    for i in 0..n {
+        h.extend_from_slice(format!("\"{i:x}\":\"\"").as_bytes());
+        if i + 1 < n {
+            h.push(b',');
+        }
+    }
+    h.extend_from_slice(b"}}");
+    let mut st = (h.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(&h);
+    let s = fx.p("meta.safetensors");
+    std::fs::write(&s, &st).unwrap();
+    let o = run_sh(&format!("\"$H\" detect {} --registry {}", q(&s), q(&reg)));
+    assert_refused(&o, &[2], "safetensors __metadata__ of 5 million entries");
+    assert_names(&o, "metadata", &["meta.safetensors", "limit exceeded"]);
 }

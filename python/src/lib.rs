@@ -74,9 +74,11 @@ impl Registry {
     /// Open a registry: `path`, else `$HALLMARK_REGISTRY`, else `./keys` (the CLI's rules).
     #[new]
     #[pyo3(signature = (path=None))]
-    fn new(path: Option<PathBuf>) -> PyResult<Self> {
+    fn new(py: Python<'_>, path: Option<PathBuf>) -> PyResult<Self> {
         let dir = path.unwrap_or_else(hallmark::registry::default_dir);
-        let reg = LibRegistry::open(&dir).map_err(|e| {
+        // Every entry is read and parsed once, here, with the GIL released; detection uses
+        // the parsed entries and never re-reads the files.
+        let reg = py.detach(|| LibRegistry::open(&dir)).map_err(|e| {
             RegistryError::new_err(format!(
                 "opening registry {}: {}",
                 dir.display(),
@@ -185,10 +187,13 @@ impl WatermarkKey {
 
 #[pymethods]
 impl WatermarkKey {
-    /// Read and validate a key file.
+    /// Read and validate a key file (through the library's input layer: a FIFO or device is
+    /// refused without blocking, the size is capped; the GIL is released while reading).
     #[staticmethod]
-    fn load(path: PathBuf) -> PyResult<Self> {
-        let key = LibKey::load(&path).map_err(|e| InputError::new_err(message(&e)))?;
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let key = py
+            .detach(|| LibKey::load(&path))
+            .map_err(|e| InputError::new_err(message(&e)))?;
         Ok(Self {
             inner: Arc::new(key),
             path,

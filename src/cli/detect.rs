@@ -1,4 +1,4 @@
-use std::io::{BufRead, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -63,33 +63,37 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut status: Option<Status> = None;
     let mut note = |s: Status| status = Some(status.map_or(s, |t| t.combine(s)));
     if let Some(jsonl) = &a.jsonl {
-        let file =
-            std::fs::File::open(jsonl).with_context(|| format!("reading {}", jsonl.display()))?;
+        let shown = hallmark::fsutil::shown(jsonl);
+        let (file, _) = hallmark::input::open_regular(jsonl, hallmark::input::Follow::Yes)
+            .with_context(|| format!("reading {shown}"))?;
+        let mut lines = hallmark::input::Lines::new(
+            std::io::BufReader::with_capacity(1 << 16, file),
+            hallmark::input::MAX_LINE_BYTES,
+        );
         let mut docs = Vec::new();
-        let mut lines = std::io::BufReader::new(file).lines().enumerate();
+        let mut batch_bytes = 0usize;
         loop {
-            // Documents are tested a batch at a time, in parallel, and printed in order: memory
-            // stays bounded however long the file is.
-            let next = lines.next();
+            // Documents are tested a batch at a time (bounded by count and by bytes), in
+            // parallel, and printed in order: memory stays bounded however long the file or
+            // its lines are. A line that cannot be used is an error result for that line.
+            let next = lines
+                .next_line()
+                .with_context(|| format!("reading {shown}"))?;
             let done = next.is_none();
-            if let Some((i, line)) = next {
-                let line = line.with_context(|| format!("reading {}", jsonl.display()))?;
-                if line.trim().is_empty() {
+            if let Some((n, line)) = next {
+                if line.as_ref().is_ok_and(|l| l.trim().is_empty()) {
                     continue;
                 }
-                let input = format!("{}:{}", jsonl.display(), i + 1);
-                let doc = serde_json::from_str::<serde_json::Value>(&line)
-                    .map_err(|e| format!("not JSON: {e}"))
-                    .and_then(|v| match v.get("text").and_then(|t| t.as_str()) {
-                        Some(t) => Ok(t.to_string()),
-                        None => Err("no string field `text`".to_string()),
-                    });
+                let input = format!("{}:{n}", jsonl.display());
+                let doc = line.and_then(|l| document_of(&l));
+                batch_bytes += doc.as_ref().map_or(0, String::len);
                 docs.push((input, doc));
             }
-            if docs.len() >= BATCH || (done && !docs.is_empty()) {
+            if docs.len() >= BATCH || batch_bytes >= BATCH_BYTES || (done && !docs.is_empty()) {
                 for s in test_batch(&mut docs, &registry, a.alpha, a.json)? {
                     note(s);
                 }
+                batch_bytes = 0;
             }
             if done {
                 break;
@@ -103,7 +107,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 .into_iter()
                 .map(|(row, text)| {
                     let input = format!("{}:{}", pq.display(), row + 1);
-                    (input, text.ok_or_else(|| format!("`{column}` is null")))
+                    let text = text.ok_or_else(|| format!("`{column}` is null"));
+                    (input, text.and_then(check_text_len))
                 })
                 .collect();
             for s in test_batch(&mut docs, &registry, a.alpha, a.json)? {
@@ -112,10 +117,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     } else if let Some(s) = &a.suspect {
         let r = if s.as_os_str() == "-" {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("reading stdin")?;
+            let buf = hallmark::input::read_stdin().context("reading stdin")?;
             let t =
                 String::from_utf8(buf).context("stdin is neither a weight file nor UTF-8 text")?;
             hallmark::detect::detect_text("-".into(), &t, &registry, a.alpha)?
@@ -131,6 +133,36 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 
 /// Documents tested together (in parallel) before their results are printed.
 const BATCH: usize = 1024;
+
+/// Text bytes tested together: a batch ends at [`BATCH`] documents or this many bytes.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// One JSON Lines document: only `text` is built; other fields are skipped.
+#[derive(serde::Deserialize)]
+struct Doc {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// The text of one `--jsonl` line, or why the line is unusable.
+fn document_of(line: &str) -> Result<String, String> {
+    let doc: Doc = serde_json::from_str(line)
+        .map_err(|e| format!("not a JSON object with a string field `text`: {e}"))?;
+    let text = doc.text.ok_or("no string field `text`")?;
+    check_text_len(text)
+}
+
+/// A document over the text cap is an error for that document alone.
+fn check_text_len(text: String) -> Result<String, String> {
+    let cap = hallmark::input::MAX_TEXT_BYTES;
+    if text.len() as u64 > cap {
+        return Err(format!(
+            "`text` is {} bytes, over the {cap}-byte limit for a text document",
+            text.len()
+        ));
+    }
+    Ok(text)
+}
 
 /// Test a batch of documents (`(input, text or why it is unusable)`) in parallel, print the
 /// results in order, empty the batch, and return each document's status.

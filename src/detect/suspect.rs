@@ -193,7 +193,8 @@ pub fn detect_path(path: &Path, registry: &Registry, alpha: f64) -> Result<Repor
     if is_weights(path)? {
         return detect_weights(path, registry, alpha);
     }
-    let bytes = std::fs::read(path).map_err(io_at(path))?;
+    let bytes = crate::input::read(path, crate::input::Kind::Text, crate::input::Follow::Yes)
+        .map_err(io_at(path))?;
     let text = String::from_utf8(bytes).map_err(|_| DetectError::NotText {
         path: path.to_path_buf(),
     })?;
@@ -229,18 +230,15 @@ fn bundles_of(model: &Path) -> Result<Vec<PathBuf>, DetectError> {
     Ok(out)
 }
 
-/// Largest signature bundle read.
-const MAX_BUNDLE_BYTES: u64 = 16 << 20;
-
 /// One `signature` result per bundle the suspect carries: which registered signer signed it,
 /// and whether the model's files still verify against it.
 fn signature_results(model: &Path, registry: &Registry) -> Result<Vec<KeyTest>, DetectError> {
-    use crate::signing::{check_model, verify_bundle, VerifyingKey};
+    use crate::signing::{check_model, verify_bundle};
     let mut signers = Vec::new();
     for e in registry.of_kind(EntryKind::SignerKey) {
-        let bytes = crate::registry::read_entry(&e.path)?;
-        let pem = String::from_utf8_lossy(&bytes);
-        signers.push((e.name.clone(), VerifyingKey::from_pem(&pem)?));
+        if let crate::registry::Validated::SignerKey(k) = e.validated()? {
+            signers.push((e.name.clone(), k.clone()));
+        }
     }
     if signers.is_empty() {
         return Ok(Vec::new());
@@ -254,16 +252,15 @@ fn signature_results(model: &Path, registry: &Registry) -> Result<Vec<KeyTest>, 
             .unwrap_or(&b)
             .display()
             .to_string();
-        let len = std::fs::metadata(&b).map(|m| m.len()).unwrap_or(0);
-        if len > MAX_BUNDLE_BYTES {
-            out.push(KeyTest::error(
-                label,
-                SIGNATURE_KIND,
-                format!("{len} bytes; bundles are at most {MAX_BUNDLE_BYTES} bytes"),
-            ));
-            continue;
-        }
-        let bytes = std::fs::read(&b).map_err(io_at(&b))?;
+        // Listed as a regular file, opened without following a symlink swapped in since.
+        let bytes =
+            match crate::input::read(&b, crate::input::Kind::Bundle, crate::input::Follow::No) {
+                Ok(b) => b,
+                Err(e) => {
+                    out.push(KeyTest::error(label, SIGNATURE_KIND, e.to_string()));
+                    continue;
+                }
+            };
         let mut found = None;
         for (name, key) in &signers {
             match verify_bundle(&bytes, key) {
@@ -349,7 +346,7 @@ pub fn is_weights(p: &Path) -> Result<bool, DetectError> {
         return Ok(true);
     }
     let mut head = [0u8; 9];
-    let mut f = std::fs::File::open(p).map_err(io_at(p))?;
+    let (mut f, _) = crate::input::open_regular(p, crate::input::Follow::Yes).map_err(io_at(p))?;
     let n = f.read(&mut head).map_err(io_at(p))?;
     Ok(crate::weights::sniff(&head[..n]).is_some())
 }

@@ -14,6 +14,10 @@ pub const FORMAT: &str = "hallmark-fingerprint";
 /// symmetry-invariant line is reported as unavailable). Version 1 files (no FFN-neuron samples;
 /// their test had no valid null for trained models) are refused with a request to re-fingerprint.
 pub const VERSION: u64 = 3;
+/// Most probes, FFN samples, sketches or file names a fingerprint file may list.
+pub const MAX_LIST: usize = 1 << 16;
+/// Most token rows a fingerprint file may list.
+pub const MAX_ROWS: usize = 1 << 20;
 /// The oldest version this build reads.
 pub const MIN_VERSION: u64 = 2;
 
@@ -37,8 +41,10 @@ pub struct Fingerprint {
     /// Hidden units `[0, probe_units)` whose sub-Grams the probes hold.
     pub probe_units: usize,
     /// One probe per (matrix, hidden-sized axis).
+    #[serde(deserialize_with = "crate::input::capped_seq::<_, _, MAX_LIST>")]
     pub probes: Vec<Probe>,
     /// FFN-neuron samples of the registered model's feed-forward matrices.
+    #[serde(deserialize_with = "crate::input::capped_seq::<_, _, MAX_LIST>")]
     pub ffn: Vec<NeuronSample>,
     /// Symmetry-invariant sketches of every matrix (version 3; absent in version 2 files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,8 +60,10 @@ pub struct Fingerprint {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InvariantSketch {
     /// Token ids of the rows `X` (a subset of the embedding sample's rows).
+    #[serde(deserialize_with = "crate::input::capped_seq::<_, _, MAX_ROWS>")]
     pub tokens: Vec<usize>,
     /// One sketch per (matrix, residual-sized axis).
+    #[serde(deserialize_with = "crate::input::capped_seq::<_, _, MAX_LIST>")]
     pub sketches: Vec<Sketch>,
 }
 
@@ -98,8 +106,10 @@ pub struct NeuronSample {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Source {
     /// Weight file names.
+    #[serde(deserialize_with = "crate::input::capped_seq::<_, _, MAX_LIST>")]
     pub files: Vec<String>,
     /// `safetensors` / `gguf`.
+    #[serde(deserialize_with = "crate::input::capped_seq::<_, _, MAX_LIST>")]
     pub formats: Vec<String>,
     /// Stored elements over all tensors.
     pub parameters: u64,
@@ -115,6 +125,7 @@ pub struct EmbeddingSample {
     /// True if it was stored `hidden x vocab`.
     pub transposed: bool,
     /// Token ids of the rows, increasing.
+    #[serde(deserialize_with = "crate::input::capped_seq::<_, _, MAX_ROWS>")]
     pub rows: Vec<usize>,
     /// The values were divided by this before rounding to f16.
     pub scale: f64,
@@ -228,6 +239,16 @@ impl Fingerprint {
                 ));
             }
         }
+        // Every array decodes to its stated size now, so a damaged file (truncated base64,
+        // wrong counts) is refused when it is read, never in the middle of a comparison.
+        fp.embedding_rows()?;
+        for i in 0..fp.ffn.len() {
+            fp.neuron_block(i)?;
+        }
+        for i in 0..fp.probes.len() {
+            fp.probe_gram(i)?;
+        }
+        fp.sketches()?;
         Ok(fp)
     }
 

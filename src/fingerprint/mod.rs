@@ -61,13 +61,32 @@ pub fn read_fingerprint(path: &Path) -> Result<Fingerprint, FingerprintError> {
         path: path.to_path_buf(),
         source: Box::new(e),
     };
-    let bytes = std::fs::read(path).map_err(|source| {
+    let read = crate::input::read(
+        path,
+        crate::input::Kind::RegistryEntry,
+        crate::input::Follow::Yes,
+    );
+    let bytes = read.map_err(|source| {
         wrap(FingerprintError::Format(crate::error::FormatError::Io {
             path: path.to_path_buf(),
             source,
         }))
     })?;
     Fingerprint::from_json(&bytes).map_err(wrap)
+}
+
+/// A registry entry's fingerprint, as parsed when the registry was opened.
+pub fn registered_fingerprint(
+    e: &crate::registry::Entry,
+) -> Result<&Fingerprint, FingerprintError> {
+    match e.validated() {
+        Ok(crate::registry::Validated::Fingerprint(fp)) => Ok(fp),
+        Ok(_) => Err(FingerprintError::BadFingerprint(format!(
+            "{}: not a fingerprint",
+            e.path.display()
+        ))),
+        Err(err) => Err(FingerprintError::BadFingerprint(err.to_string())),
+    }
 }
 
 /// Test the weights at `path` against every registered fingerprint: one [`KeyTest`] per
@@ -79,8 +98,8 @@ pub fn test_weights(path: &Path, registry: &Registry) -> Result<Vec<KeyTest>, Fi
     let tests = entries
         .par_iter()
         .map(|e| {
-            let fp = read_fingerprint(&e.path)?;
-            let mut t = suspect.test(&fp)?;
+            let fp = registered_fingerprint(e)?;
+            let mut t = suspect.test(fp)?;
             // The registry file name is the entry's name; the fingerprint's own name is kept.
             if t.name != e.name {
                 t.details

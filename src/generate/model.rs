@@ -212,10 +212,13 @@ impl LlamaModel {
             .thread_name(|i| format!("hallmark-gen-{i}"))
             .build()
             .map_err(|e| bad(path, format!("thread pool: {e}")))?;
-        let mut file = std::fs::File::open(path).map_err(|source| GenerateError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let (mut file, _) =
+            crate::input::open_regular(path, crate::input::Follow::Yes).map_err(|source| {
+                GenerateError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         // The strict reader checks every count, length and offset before candle sees the file.
         let strict =
             crate::weights::WeightFile::open(path).map_err(|e| bad(path, e.to_string()))?;

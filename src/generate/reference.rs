@@ -25,10 +25,13 @@ fn err(path: &Path, e: candle_core::Error) -> GenerateError {
 impl ReferenceModel {
     /// Load with `ModelWeights::from_gguf` on the CPU.
     pub fn load(path: &Path) -> Result<Self, GenerateError> {
-        let mut file = std::fs::File::open(path).map_err(|source| GenerateError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let (mut file, _) =
+            crate::input::open_regular(path, crate::input::Follow::Yes).map_err(|source| {
+                GenerateError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         let ct = gguf_file::Content::read(&mut file).map_err(|e| err(path, e))?;
         let inner =
             ModelWeights::from_gguf(ct, &mut file, &Device::Cpu).map_err(|e| err(path, e))?;

@@ -14,7 +14,7 @@ use ndarray::{Array2, Axis};
 
 use super::{score_many, HiddenAlignment, MarkScore, WeightKey};
 use crate::fingerprint::model::Model;
-use crate::fingerprint::{read_fingerprint, Fingerprint, FingerprintError};
+use crate::fingerprint::{Fingerprint, FingerprintError};
 use crate::registry::{EntryKind, Registry};
 
 /// Median best |correlation| below which a unit map is not trusted.
@@ -104,8 +104,8 @@ pub fn test_marks_with_fingerprints(
     if !fps.is_empty() {
         let model = Model::open(path)?;
         for e in fps {
-            let fp = read_fingerprint(&e.path)?;
-            if let Some(a) = hidden_alignment(&model, &fp)? {
+            let fp = crate::fingerprint::registered_fingerprint(e)?;
+            if let Some(a) = hidden_alignment(&model, fp)? {
                 if !aligns
                     .iter()
                     .any(|(_, b)| b.perm == a.perm && b.sign == a.sign)

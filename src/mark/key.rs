@@ -12,6 +12,7 @@ use super::{
 use crate::fsutil::{write_atomic, WriteMode};
 
 /// A secret weight-mark key. Its bytes are zeroized on drop and never printed.
+#[derive(Clone)]
 pub struct WeightKey {
     secret: Zeroizing<[u8; 32]>,
     strength: f64,
@@ -158,7 +159,12 @@ impl WeightKey {
 
     /// Read a key file.
     pub fn load(path: &Path) -> Result<Self, MarkError> {
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| MarkError::Key {
+        let read = crate::input::read(
+            path,
+            crate::input::Kind::WatermarkKey,
+            crate::input::Follow::Yes,
+        );
+        let bytes = Zeroizing::new(read.map_err(|e| MarkError::Key {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?);

@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rayon::prelude::*;
-use zeroize::Zeroizing;
 
 use super::{
-    canonical_name, codec, infer_hidden, io_err, is_embedding_name, mean_std, open_all, orient,
-    MarkError, Orient, View, WeightKey, MIN_EXPECTED_Z, PINELIS, SCHEME,
+    canonical_name, codec, infer_hidden, is_embedding_name, mean_std, open_all, orient, MarkError,
+    Orient, View, WeightKey, MIN_EXPECTED_Z, PINELIS, SCHEME,
 };
 use crate::detect::KeyTest;
 use crate::error::FormatError;
@@ -338,17 +337,9 @@ pub fn registered_keys(registry: &Registry) -> Result<(Vec<String>, Vec<WeightKe
     let mut names = Vec::new();
     let mut keys = Vec::new();
     for e in registry.of_kind(EntryKind::WatermarkKey) {
-        let bytes = Zeroizing::new(std::fs::read(&e.path).map_err(io_err(&e.path))?);
-        let is_weights = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| {
-                v.get("scheme")
-                    .and_then(|s| s.as_str())
-                    .map(|s| s == SCHEME)
-            })
-            .unwrap_or(false);
-        if is_weights {
-            keys.push(WeightKey::from_file_bytes(&e.path, &bytes)?);
+        // As parsed when the registry was opened; the file is not read again.
+        if let Ok(crate::registry::Validated::WeightKey(k)) = e.validated() {
+            keys.push((**k).clone());
             names.push(e.name.clone());
         }
     }

@@ -5,12 +5,20 @@
 //! files. [`register`] validates an entry completely (it parses, its parameters are in range, a
 //! key's embedded tokenizer loads and round-trips a sample text) before copying it in
 //! atomically, so a half-copied or malformed entry never sits in the registry by hallmark's
-//! hand. A registry can still be edited by other means, so reading it fails safe: the walk is
-//! bounded ([`MAX_DEPTH`], [`MAX_ENTRY_BYTES`]), and [`Registry::validate`] separates the entries
-//! that can be used from the broken ones, which `detect` reports by name instead of failing the
-//! whole run (or skipping them silently).
+//! hand. A registry can still be edited by other means, so reading it fails safe and loud:
+//!
+//! * the walk is bounded ([`MAX_DEPTH`], [`MAX_ENTRY_BYTES`]);
+//! * every entry is read once, through the input layer, when the registry is opened, and parsed
+//!   there ([`Entry::parsed`]); detectors use the parsed entry and never open the file again, so
+//!   a file swapped for a FIFO or another key after opening changes nothing;
+//! * anything that cannot be used is a [`Problem`] naming the path and the reason, which
+//!   `detect` reports (exit 2, since "no match" is then not known) while it still tests the
+//!   other entries. That includes objects that are not regular files: symlinks (never
+//!   followed, whatever they point to: a registry cannot be redirected outside itself),
+//!   FIFOs, sockets and devices.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use crate::fsutil::{write_atomic, WriteMode};
 
@@ -21,7 +29,7 @@ pub const REGISTRY_ENV: &str = "HALLMARK_REGISTRY";
 pub const MAX_DEPTH: usize = 8;
 
 /// Largest registry file read (a key with an embedded tokenizer is a few MB).
-pub const MAX_ENTRY_BYTES: u64 = 64 << 20;
+pub const MAX_ENTRY_BYTES: u64 = crate::input::Kind::RegistryEntry.cap();
 
 /// The sample text a key's tokenizer must round-trip at registration.
 const SAMPLE_TEXT: &str = "The quick brown fox jumps over the lazy dog, 12 times in 2024.";
@@ -107,8 +115,20 @@ pub struct Entry {
     pub kind: EntryKind,
     /// Its name: the file name without extension.
     pub name: String,
-    /// Where it lives.
+    /// Where it lives (for messages: the file is not read again).
     pub path: PathBuf,
+    /// The entry as read and parsed when the registry was opened; `None` for the entries
+    /// [`register`] returns, which are not kept in memory.
+    pub parsed: Option<Arc<Validated>>,
+}
+
+impl Entry {
+    /// The parsed entry (see [`Entry::parsed`]).
+    pub fn validated(&self) -> Result<&Validated, RegistryError> {
+        self.parsed
+            .as_deref()
+            .ok_or_else(|| invalid(&self.path, "not read when the registry was opened"))
+    }
 }
 
 /// Something in the registry directory that could not be used: an entry that is too large or
@@ -155,6 +175,9 @@ pub struct Registry {
     dir: PathBuf,
     entries: Vec<Entry>,
     problems: Vec<Problem>,
+    /// What a detector derived from the entries (the text detector's loaded tokenizers), built
+    /// once per registry value.
+    derived: OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// The registry directory to use when none is given: `$HALLMARK_REGISTRY`, else `./keys`.
@@ -166,26 +189,70 @@ pub fn default_dir() -> PathBuf {
 }
 
 impl Registry {
-    /// Scan `dir` (recursively to [`MAX_DEPTH`], so `keys/test/` is included). A missing or
-    /// unreadable top directory is an error; anything below it that cannot be read, is too deep
-    /// or too large becomes a [`Problem`] instead.
+    /// Scan `dir` (recursively to [`MAX_DEPTH`], so `keys/test/` is included), reading and
+    /// parsing every entry once (a text key's tokenizer is only loaded by the detector that
+    /// uses it). A missing or unreadable top directory is an error; anything below it that
+    /// cannot be read or used (too deep, too large, not a regular file, malformed) becomes a
+    /// [`Problem`] instead, and is not among [`Registry::entries`].
     pub fn open(dir: &Path) -> Result<Self, RegistryError> {
         let top = std::fs::read_dir(dir).map_err(io_err(dir))?;
-        let mut entries = Vec::new();
+        let mut found = Vec::new();
         let mut problems = Vec::new();
-        scan(dir, top, 0, &mut entries, &mut problems);
+        scan(dir, top, 0, &mut found, &mut problems);
+        let mut entries = Vec::new();
+        for mut e in found {
+            let bytes = match read_entry(&e.path) {
+                Ok(b) => zeroize::Zeroizing::new(b),
+                Err(err) => {
+                    problems.push(Problem {
+                        applies_to: applies_to(e.kind, None),
+                        entry: Some(e.clone()),
+                        path: e.path,
+                        reason: err.to_string(),
+                    });
+                    continue;
+                }
+            };
+            match check_entry(e.kind, &e.path, &bytes, false) {
+                Ok(v) => {
+                    e.parsed = Some(Arc::new(v));
+                    entries.push(e);
+                }
+                Err(err) => problems.push(Problem {
+                    applies_to: applies_to(e.kind, Some(&bytes)),
+                    entry: Some(e.clone()),
+                    path: e.path,
+                    reason: err.to_string(),
+                }),
+            }
+        }
         entries.sort_by(|a, b| (a.kind, &a.name, &a.path).cmp(&(b.kind, &b.name, &b.path)));
+        problems.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Self {
             dir: dir.to_path_buf(),
             entries,
             problems,
+            derived: OnceLock::new(),
         })
+    }
+    /// What a detector derives from this registry's entries, built by `init` on first use and
+    /// kept for the life of this value (and its clones made after). One slot: the text
+    /// detector's key ring. A value of another type in the slot is an error.
+    pub fn derived<T: std::any::Any + Send + Sync>(
+        &self,
+        init: impl FnOnce() -> T,
+    ) -> Option<Arc<T>> {
+        self.derived
+            .get_or_init(|| Arc::new(init()))
+            .clone()
+            .downcast::<T>()
+            .ok()
     }
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-    /// All entries (including ones that may fail [`Registry::validate`]).
+    /// The usable entries (read and parsed when the registry was opened).
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -197,43 +264,31 @@ impl Registry {
     pub fn of_kind(&self, kind: EntryKind) -> impl Iterator<Item = &Entry> {
         self.entries.iter().filter(move |e| e.kind == kind)
     }
-    /// Check every entry (fully, except that a text key's tokenizer is only loaded by the
-    /// detector that uses it, which reports its failure per key). Returns the registry of the
-    /// usable entries, with every broken one moved to its [`Registry::problems`].
+    /// The registry as opened: entries are checked (and broken ones moved to
+    /// [`Registry::problems`]) by [`Registry::open`] already, reading each file once. Kept so
+    /// callers written against the two-step API still work; it reads nothing.
     pub fn validate(&self) -> Registry {
-        let mut entries = Vec::new();
-        let mut problems = self.problems.clone();
-        for e in &self.entries {
-            match read_entry(&e.path).and_then(|b| check_entry(e.kind, &e.path, &b, false)) {
-                Ok(_) => entries.push(e.clone()),
-                Err(err) => problems.push(Problem {
-                    entry: Some(e.clone()),
-                    path: e.path.clone(),
-                    reason: err.to_string(),
-                    applies_to: applies_to(e),
-                }),
-            }
-        }
-        Registry {
-            dir: self.dir.clone(),
-            entries,
-            problems,
-        }
+        self.clone()
     }
 }
 
+/// A key file's `scheme` field, parsed without building the rest of the document.
+#[derive(serde::Deserialize)]
+struct SchemeOnly {
+    #[serde(default)]
+    scheme: Option<String>,
+}
+
+fn scheme_of(bytes: &[u8]) -> Option<String> {
+    serde_json::from_slice::<SchemeOnly>(bytes).ok()?.scheme
+}
+
 /// Which suspects an entry is tested against, from its kind and (for keys) its `scheme` field.
-fn applies_to(e: &Entry) -> Applies {
-    match e.kind {
+fn applies_to(kind: EntryKind, bytes: Option<&[u8]>) -> Applies {
+    match kind {
         EntryKind::SignerKey | EntryKind::Fingerprint => Applies::WEIGHTS,
         EntryKind::WatermarkKey => {
-            let scheme = read_entry(&e.path).ok().and_then(|b| {
-                serde_json::from_slice::<serde_json::Value>(&b)
-                    .ok()?
-                    .get("scheme")?
-                    .as_str()
-                    .map(str::to_string)
-            });
+            let scheme = bytes.and_then(scheme_of);
             match scheme.as_deref() {
                 Some(crate::mark::SCHEME) => Applies::WEIGHTS,
                 Some("kgw") | Some("gumbel") => Applies::TEXT,
@@ -267,11 +322,36 @@ fn scan(
             }
         };
         let p = e.path();
-        // file_type() does not follow symlinks: a symlink is neither walked nor used.
+        // file_type() does not follow symlinks: a symlink is neither walked nor used, and is
+        // reported, as is anything else that is neither a directory nor a regular file.
         let Ok(ft) = e.file_type() else {
             dir_problem(problems, &p, "cannot read its type".into());
             continue;
         };
+        if !ft.is_dir() && !ft.is_file() {
+            let what = if ft.is_symlink() {
+                "a symlink (symlinks in a registry are never followed; copy the file in, or \
+                 `hallmark register` it)"
+                    .to_string()
+            } else {
+                std::fs::symlink_metadata(&p)
+                    .map(|m| crate::input::kind_of(&m).to_string())
+                    .unwrap_or_else(|_| "not a regular file".into())
+            };
+            let kind = EntryKind::from_path(&p);
+            problems.push(Problem {
+                entry: kind.map(|kind| Entry {
+                    kind,
+                    name: entry_name(&p),
+                    path: p.clone(),
+                    parsed: None,
+                }),
+                reason: format!("{}: not usable: {what}", crate::fsutil::shown(&p)),
+                path: p,
+                applies_to: kind.map_or(Applies::BOTH, |k| applies_to(k, None)),
+            });
+            continue;
+        }
         if ft.is_dir() {
             if depth + 1 > MAX_DEPTH {
                 dir_problem(
@@ -287,53 +367,32 @@ fn scan(
             }
         } else if ft.is_file() {
             if let Some(kind) = EntryKind::from_path(&p) {
-                let name = p
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
                 out.push(Entry {
                     kind,
-                    name,
+                    name: entry_name(&p),
                     path: p,
+                    parsed: None,
                 });
             }
         }
     }
 }
 
-/// Read a registry file: a regular file of at most [`MAX_ENTRY_BYTES`], opened without
-/// following a symlink and without blocking on a FIFO.
+fn entry_name(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Read a registry file through the input layer: a regular file of at most
+/// [`MAX_ENTRY_BYTES`], opened without following a symlink and without blocking on a FIFO.
 pub fn read_entry(path: &Path) -> Result<Vec<u8>, RegistryError> {
-    use std::io::Read;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    let f = opts.open(path).map_err(io_err(path))?;
-    let meta = f.metadata().map_err(io_err(path))?;
-    if !meta.is_file() {
-        return Err(invalid(path, "not a regular file"));
-    }
-    if meta.len() > MAX_ENTRY_BYTES {
-        return Err(invalid(
-            path,
-            format!(
-                "{} bytes; registry entries are at most {MAX_ENTRY_BYTES} bytes",
-                meta.len()
-            ),
-        ));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.take(MAX_ENTRY_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err(path))?;
-    if bytes.len() as u64 > MAX_ENTRY_BYTES {
-        return Err(invalid(path, "grew past the entry size limit while read"));
-    }
-    Ok(bytes)
+    crate::input::read(
+        path,
+        crate::input::Kind::RegistryEntry,
+        crate::input::Follow::No,
+    )
+    .map_err(io_err(path))
 }
 
 /// A fully parsed entry.
@@ -366,10 +425,7 @@ pub fn check_entry(
             Ok(Validated::SignerKey(key))
         }
         EntryKind::WatermarkKey => {
-            let scheme = serde_json::from_slice::<serde_json::Value>(bytes)
-                .map_err(|e| bad(format!("not JSON: {e}")))?
-                .get("scheme")
-                .and_then(|s| s.as_str().map(str::to_string));
+            let scheme = scheme_of(bytes);
             if scheme.as_deref() == Some(crate::mark::SCHEME) {
                 let k = crate::mark::WeightKey::from_file_bytes(path, bytes)
                     .map_err(|e| bad(e.to_string()))?;
@@ -413,8 +469,43 @@ fn check_tokenizer(k: &crate::textmark::WatermarkKey) -> Result<(), String> {
     if back != ids {
         return Err("does not round-trip a sample text (decode then encode differs)".into());
     }
+    // The split regex is untrusted: run it on texts that make backtracking regexes blow up,
+    // under the same work budget `detect` applies, so a key that would stall detection is
+    // refused here rather than found out on every document.
+    for text in adversarial_texts() {
+        if let Err(e) = tok.encode(&text) {
+            return Err(format!(
+                "fails on a {}-byte adversarial text: {e}",
+                text.len()
+            ));
+        }
+    }
     Ok(())
 }
+
+/// Texts of [`ADVERSARIAL_BYTES`] that trigger catastrophic backtracking in common regex
+/// shapes (long runs of one character class, a run ended by a character that breaks it).
+fn adversarial_texts() -> Vec<String> {
+    let run = |unit: &str, tail: &str| {
+        let mut s = unit.repeat(ADVERSARIAL_BYTES / unit.len().max(1));
+        s.push_str(tail);
+        s
+    };
+    vec![
+        run("a", "!"),
+        run(" ", "a"),
+        run("1", "a"),
+        run("\n", "a"),
+        run("a ", "\u{0}"),
+        run("!", "a"),
+        run("é", "1"),
+        run("'s", " "),
+        run("a1 !\n", "\t"),
+    ]
+}
+
+/// Length of each adversarial text tried at registration.
+const ADVERSARIAL_BYTES: usize = 4096;
 
 /// Keep letters, digits, `-`, `_` and `.` of a name (others become `_`), with no leading dot,
 /// so a fingerprint's name can be its registry file name.
@@ -513,6 +604,7 @@ pub fn register(dir: &Path, files: &[PathBuf]) -> Result<Vec<Entry>, RegistryErr
             kind,
             name,
             path: dest,
+            parsed: None,
         });
     }
     Ok(out)
@@ -620,7 +712,7 @@ mod tests {
         let f = std::fs::File::create(&p).unwrap();
         f.set_len(MAX_ENTRY_BYTES + 1).unwrap();
         let e = read_entry(&p).unwrap_err();
-        assert!(e.to_string().contains("at most"), "{e}");
+        assert!(e.to_string().contains("limit for a registry entry"), "{e}");
     }
 
     #[test]

@@ -306,16 +306,30 @@ pub fn sign_model_full(
         // A bundle verify would refuse is never made, and a tiny shard size is refused before
         // any byte is hashed.
         let mut shards = 0u64;
+        // A lower bound on the bundle's size: each shard is a resource
+        // `{"name":"PATH:START:END","digest":"<64 hex>","algorithm":"..."}` in a payload that
+        // is base64 in the bundle (4/3). Checked here, so a bundle over the limit is refused
+        // before any byte is hashed, not after.
+        let mut bundle_len = 0u64;
         for f in &listing.files {
             let len = std::fs::metadata(&f.path)
                 .map_err(super::io_err(&f.path))?
                 .len();
-            shards = shards.saturating_add(len.div_ceil(shard_size));
+            let n = len.div_ceil(shard_size);
+            shards = shards.saturating_add(n);
+            let per_shard = (f.name.len() as u64 + 100).saturating_mul(4) / 3;
+            bundle_len = bundle_len.saturating_add(n.saturating_mul(per_shard));
         }
         if shards > MAX_RESOURCES as u64 {
             return Err(SigningError::Limit(format!(
                 "{shards} shards, over the limit of {MAX_RESOURCES} resources; use a larger \
                  --shard-size"
+            )));
+        }
+        if bundle_len > MAX_BUNDLE_LEN {
+            return Err(SigningError::Limit(format!(
+                "{shards} shards: the signature bundle would be over {bundle_len} bytes, over \
+                 the {MAX_BUNDLE_LEN}-byte limit; use a larger --shard-size"
             )));
         }
         // model_signing splits a shard's name at every `:`.

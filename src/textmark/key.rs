@@ -155,10 +155,17 @@ impl WatermarkKey {
 
     /// Read and validate a key file.
     pub fn load(path: &Path) -> Result<Self, TextmarkError> {
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| TextmarkError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?);
+        let bytes = Zeroizing::new(
+            crate::input::read(
+                path,
+                crate::input::Kind::WatermarkKey,
+                crate::input::Follow::Yes,
+            )
+            .map_err(|source| TextmarkError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        );
         Self::from_json(&bytes).map_err(|e| match e {
             TextmarkError::BadKey(m) => TextmarkError::BadKey(format!("{}: {m}", path.display())),
             other => other,

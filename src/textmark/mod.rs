@@ -42,8 +42,7 @@ pub mod strided;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 pub use key::{SchemeParams, TokenizerSpec, WatermarkKey};
 pub use prf::{ContextRule, PRF_VERSION};
@@ -129,9 +128,10 @@ impl KeyRing {
         let mut keys = Vec::new();
         let mut broken = Vec::new();
         for e in registry.of_kind(EntryKind::WatermarkKey) {
-            let key = match WatermarkKey::load(&e.path) {
-                Ok(k) => k,
-                Err(TextmarkError::NotText(s)) if s == crate::mark::SCHEME => continue,
+            // The key as parsed when the registry was opened: the file is never read again.
+            let key = match e.validated() {
+                Ok(crate::registry::Validated::TextKey(k)) => (**k).clone(),
+                Ok(_) => continue,
                 Err(err) => {
                     broken.push(KeyTest::error(e.name.clone(), "wmkey", err.to_string()));
                     continue;
@@ -248,44 +248,25 @@ fn key_test(name: &str, key: &WatermarkKey, d: &Detection) -> KeyTest {
     t
 }
 
-/// What identifies a registry's text keys on disk: path, length and modification time of each.
-type RingStamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
-
-/// Loaded key rings by registry directory.
-type RingCache = Mutex<HashMap<PathBuf, (RingStamp, Arc<KeyRing>)>>;
-
-fn ring_cache() -> &'static RingCache {
-    static CACHE: OnceLock<RingCache> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
-
-/// The key ring of `registry`, loaded once per process while its key files are unchanged
-/// (so `detect --jsonl` over many documents parses keys and tokenizers once).
+/// The key ring of `registry`, loaded once per registry value (so `detect --jsonl` over many
+/// documents parses keys and tokenizers once), from the entries as read when it was opened.
 pub fn key_ring(registry: &Registry) -> Result<Arc<KeyRing>, TextmarkError> {
-    let stamp: RingStamp = registry
-        .of_kind(EntryKind::WatermarkKey)
-        .map(|e| {
-            let m = std::fs::metadata(&e.path).ok();
-            (
-                e.path.clone(),
-                m.as_ref().map(|m| m.len()).unwrap_or(0),
-                m.and_then(|m| m.modified().ok()),
-            )
-        })
-        .collect();
-    let dir = registry.dir().to_path_buf();
-    if let Ok(cache) = ring_cache().lock() {
-        if let Some((s, ring)) = cache.get(&dir) {
-            if *s == stamp {
-                return Ok(ring.clone());
-            }
+    let mut failed = None;
+    let ring = registry.derived(|| match KeyRing::load(registry) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            failed = Some(e);
+            None
         }
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
-    let ring = Arc::new(KeyRing::load(registry)?);
-    if let Ok(mut cache) = ring_cache().lock() {
-        cache.insert(dir, (stamp, ring.clone()));
+    match ring.as_deref() {
+        Some(Some(r)) => Ok(r.clone()),
+        // Another detector's value in the slot, or a failed load seen by a concurrent call.
+        _ => KeyRing::load(registry).map(Arc::new),
     }
-    Ok(ring)
 }
 
 /// Test `text` against every text watermark key in `registry`.

@@ -27,12 +27,18 @@ pub const MAX_TENSORS: u64 = 1 << 18;
 /// with its merges and token types needs under 800k). Arrays past the budget are kept as
 /// [`MetaValue::Unread`] byte ranges, so a hostile array costs no memory.
 pub const MAX_METADATA_ELEMENTS: u64 = 1 << 21;
+/// Most bytes of metadata strings built per file (a vocabulary and its merges take a few MB).
+/// A string past the budget is kept as a [`MetaValue::Unread`] byte range, so a 512 MiB
+/// string costs no memory.
+pub const MAX_METADATA_STRING_BYTES: u64 = 64 << 20;
 
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
     /// Array elements that may still be built into values.
     budget: u64,
+    /// String bytes that may still be built into values.
+    string_budget: u64,
 }
 
 fn err(msg: impl Into<String>) -> FormatError {
@@ -98,7 +104,19 @@ impl<'a> Cursor<'a> {
                 b => return Err(err(format!("{what}: bool byte {b} is neither 0 nor 1"))),
             },
             // Values (token strings) may hold arbitrary bytes; keep them lossless enough to use.
-            8 => MetaValue::String(String::from_utf8_lossy(self.string_bytes(what)?).into_owned()),
+            8 => {
+                let start = self.pos as u64;
+                let b = self.string_bytes(what)?;
+                if b.len() as u64 > self.string_budget {
+                    return Ok(MetaValue::Unread {
+                        element_type: 8,
+                        count: 1,
+                        range: start..self.pos as u64,
+                    });
+                }
+                self.string_budget -= b.len() as u64;
+                MetaValue::String(String::from_utf8_lossy(b).into_owned())
+            }
             9 => {
                 let ety = self.u32(what)?;
                 let count = self.u64(what)?;
@@ -204,6 +222,7 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
         buf: bytes,
         pos: 0,
         budget: MAX_METADATA_ELEMENTS,
+        string_budget: MAX_METADATA_STRING_BYTES,
     };
     if c.take(4, "magic")? != MAGIC {
         return Err(FormatError::UnknownFormat);

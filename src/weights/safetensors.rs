@@ -59,8 +59,12 @@ impl<'de> Deserialize<'de> for Shape {
 }
 
 /// `__metadata__`: a map of strings to strings, checked while it is read (a non-string value is
-/// refused at its first byte, before it is built).
+/// refused at its first byte, before it is built), of at most [`MAX_METADATA_ENTRIES`] entries.
 struct Metadata(Vec<(String, String)>);
+
+/// Most `__metadata__` entries read (writers store a handful; 100 MB of tiny entries would
+/// otherwise cost over a gigabyte of small strings).
+pub const MAX_METADATA_ENTRIES: usize = 1 << 16;
 
 impl<'de> Deserialize<'de> for Metadata {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -73,6 +77,12 @@ impl<'de> Deserialize<'de> for Metadata {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Metadata, A::Error> {
                 let mut v = Vec::new();
                 while let Some(k) = map.next_key::<String>()? {
+                    if v.len() == MAX_METADATA_ENTRIES {
+                        return Err(de::Error::custom(format_args!(
+                            "limit exceeded: `__metadata__` has more than \
+                             {MAX_METADATA_ENTRIES} entries"
+                        )));
+                    }
                     let val = map.next_value::<StrOnly>().map_err(|_| {
                         de::Error::custom(format_args!(
                             "{BAD_META_TAG}value of `{k}` is not a string"

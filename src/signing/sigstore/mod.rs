@@ -75,6 +75,13 @@ fn fail(m: impl Into<String>) -> SigningError {
 
 /// Protobuf-JSON bytes: standard or URL-safe base64; line breaks are skipped, as Go's decoder
 /// (which wrote many real bundles) skips them.
+/// Most transparency-log entries, timestamps, certificates, signatures or proof hashes a
+/// Sigstore bundle may list (each list is refused at the first element past it, before it is
+/// built: a bundle of millions of empty entries costs nothing).
+pub const MAX_BUNDLE_ITEMS: usize = 64;
+/// Most logs or authorities of each kind a trusted root may list.
+pub const MAX_TRUST_ENTRIES: usize = 1024;
+
 fn b64(s: &str) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE};
     let owned;
@@ -133,13 +140,25 @@ pub struct TrustedRoot {
 #[serde(rename_all = "camelCase")]
 struct RawRoot {
     media_type: Option<String>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::input::capped_seq::<_, _, MAX_TRUST_ENTRIES>"
+    )]
     tlogs: Vec<RawLog>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::input::capped_seq::<_, _, MAX_TRUST_ENTRIES>"
+    )]
     ctlogs: Vec<RawLog>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::input::capped_seq::<_, _, MAX_TRUST_ENTRIES>"
+    )]
     certificate_authorities: Vec<RawCa>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::input::capped_seq::<_, _, MAX_TRUST_ENTRIES>"
+    )]
     timestamp_authorities: Vec<RawCa>,
 }
 
@@ -179,6 +198,7 @@ struct RawCa {
 
 #[derive(Deserialize)]
 struct RawCertChain {
+    #[serde(deserialize_with = "crate::input::capped_seq::<_, _, MAX_BUNDLE_ITEMS>")]
     certificates: Vec<RawCert>,
 }
 
@@ -465,7 +485,10 @@ struct SMaterial {
     certificate: Option<RawCert>,
     x509_certificate_chain: Option<RawCertChain>,
     public_key: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::input::capped_seq::<_, _, MAX_BUNDLE_ITEMS>"
+    )]
     tlog_entries: Vec<STlog>,
     timestamp_verification_data: Option<STimestamps>,
 }
@@ -473,7 +496,10 @@ struct SMaterial {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct STimestamps {
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::input::capped_seq::<_, _, MAX_BUNDLE_ITEMS>"
+    )]
     rfc3161_timestamps: Vec<STimestamp>,
 }
 
@@ -513,7 +539,10 @@ struct SProof {
     log_index: Option<Int>,
     root_hash: Option<String>,
     tree_size: Option<Int>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::input::capped_seq::<_, _, MAX_BUNDLE_ITEMS>"
+    )]
     hashes: Vec<String>,
     checkpoint: Option<SCheckpoint>,
 }
@@ -528,7 +557,10 @@ struct SCheckpoint {
 struct SEnvelope {
     payload: String,
     payload_type: String,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::input::capped_seq::<_, _, MAX_BUNDLE_ITEMS>"
+    )]
     signatures: Vec<SSig>,
 }
 
