@@ -310,16 +310,55 @@ fn summarise(imp: &[Scored], gen: &[Scored], pruned: &[Scored]) -> (usize, f32, 
     (fm, largest.score, weakest.score)
 }
 
-/// The benchmark: 3 families x `HALLMARK_IMPOSTOR_SEEDS` (default 20) seeds, the figures of
-/// docs/fingerprint.md ("Impostors") and, with `HALLMARK_IMPOSTOR_PLOT`, the figure.
+/// The benchmark: 3 families x `HALLMARK_IMPOSTOR_SEEDS` seeds (default 20; `llama:20,gqa:8`
+/// gives a count per family, a family left out is skipped), the figures of docs/fingerprint.md
+/// ("Impostors") and, with `HALLMARK_IMPOSTOR_PLOT` / `HALLMARK_IMPOSTOR_LOSS_PLOT`, the figures.
 #[test]
 #[ignore = "benchmark (trains 66 models): benches/impostors.sh"]
 fn impostor_population() {
-    let seeds = std::env::var("HALLMARK_IMPOSTOR_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    let sets = trained_sets(&SetConfig::impostors(seeds));
+    let spec = std::env::var("HALLMARK_IMPOSTOR_SEEDS").unwrap_or_else(|_| "20".into());
+    let seeds_of = |f: Family| -> Option<usize> {
+        if let Ok(n) = spec.parse() {
+            return Some(n);
+        }
+        spec.split(',').find_map(|kv| {
+            let (k, v) = kv.split_once(':')?;
+            (k.trim() == f.name()).then(|| v.trim().parse().ok())?
+        })
+    };
+    // One cached set per family, each under the recipe of `SetConfig::impostors(its seeds)`.
+    let cfgs: Vec<SetConfig> = [Family::Llama, Family::Gqa, Family::Bert]
+        .into_iter()
+        .filter_map(|f| {
+            let n = seeds_of(f)?;
+            let mut c = SetConfig::impostors(n);
+            c.families.retain(|x| x.family == f);
+            Some(c)
+        })
+        .collect();
+    assert!(
+        !cfgs.is_empty(),
+        "HALLMARK_IMPOSTOR_SEEDS `{spec}` names no family"
+    );
+    let sets: Vec<TrainedSet> = cfgs.iter().flat_map(trained_sets).collect();
+    if let Ok(p) = std::env::var("HALLMARK_IMPOSTOR_LOSS_PLOT") {
+        // The sets as one, for one figure with a panel per family.
+        let mut config = cfgs[0].clone();
+        config.families = cfgs.iter().flat_map(|c| c.families.clone()).collect();
+        let all = TrainedSet {
+            key: sets
+                .iter()
+                .map(|s| s.key.as_str())
+                .collect::<Vec<_>>()
+                .join("+"),
+            config,
+            families: sets.iter().flat_map(|s| s.families.clone()).collect(),
+            seconds: sets.iter().map(|s| s.seconds).sum(),
+            dir: Default::default(),
+        };
+        std::fs::write(&p, hallmark_testkit::plot::loss_curves(&all).unwrap()).unwrap();
+        eprintln!("loss curves -> {p}");
+    }
     for f in sets.iter().flat_map(|s| &s.families) {
         for m in &f.models {
             eprintln!(
@@ -344,7 +383,8 @@ fn impostor_population() {
         std::fs::write(&p, png).unwrap();
         eprintln!("score distribution -> {p}");
     }
-    assert!(imp.len() >= 3 * seeds * (seeds - 1));
+    let pairs: usize = cfgs.iter().map(|c| 2 * c.seeds * (c.seeds - 1)).sum();
+    assert_eq!(imp.len(), pairs);
     assert_eq!(fm, 0, "impostors matched by the symmetry line");
     assert!(weakest > largest);
 }
@@ -373,14 +413,18 @@ fn plot_groups(imp: &[Scored], gen: &[Scored], pruned: &[Scored]) -> Vec<(String
     out
 }
 
-/// CI's share of the benchmark: 3 seeds of each of the three families (18 ordered impostor
-/// pairs per family and file), the children and the disguised copies of seed 0.
+/// CI's share of the benchmark: the grouped-query family (the shape the CI set of
+/// `tests/trained.rs` lacks; its llama and bert families cover the other two) at 3 seeds: 6
+/// ordered impostor pairs per file, the children and the disguised copies of seed 0. Its
+/// models are the benchmark's seeds 0-2 (a model depends on its seed, not on the set size).
 #[test]
 fn impostor_subset() {
-    let sets = trained_sets(&SetConfig::impostors(3));
+    let mut cfg = SetConfig::impostors(3);
+    cfg.families.retain(|f| f.family == Family::Gqa);
+    let sets = trained_sets(&cfg);
     let (imp, gen, pruned) = population(&sets, 1);
     let (fm, largest, weakest) = summarise(&imp, &gen, &pruned);
-    assert_eq!(imp.len(), 3 * 2 * 6);
+    assert_eq!(imp.len(), 2 * 6);
     assert!(imp.iter().chain(&gen).all(|s| s.score.is_finite()));
     assert_eq!(fm, 0, "impostors matched by the symmetry line");
     assert!(weakest >= MATCH_SCORE, "a disguised copy is not matched");
@@ -425,9 +469,9 @@ fn simulate(n: usize, shares: &[f32]) -> (Vec<(f32, f32, usize)>, f32) {
 #[test]
 #[ignore = "benchmark: benches/impostors.sh"]
 fn simulated_impostor_population() {
-    let (res, weakest) = simulate(5_000, &[0.0, 0.5, 0.7, 0.8, 0.9]);
+    let (res, weakest) = simulate(5_000, &[0.0, 0.5, 0.8, 0.95]);
     for (share, _, fm) in res {
-        if share <= 0.7 {
+        if share <= 0.8 {
             assert_eq!(
                 fm, 0,
                 "simulated impostors matched at reader sharing {share}"
@@ -440,7 +484,7 @@ fn simulated_impostor_population() {
 /// CI's share of the simulator: 1,000 pairs at the sharings the documentation claims.
 #[test]
 fn simulated_impostor_subset() {
-    let (res, weakest) = simulate(1_000, &[0.0, 0.7]);
+    let (res, weakest) = simulate(1_000, &[0.0, 0.8]);
     for (share, max, fm) in res {
         assert_eq!(
             fm, 0,
@@ -449,4 +493,190 @@ fn simulated_impostor_subset() {
         assert!(max < MATCH_SCORE);
     }
     assert!(weakest >= MATCH_SCORE);
+}
+
+/// Pearson correlation.
+fn corr(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len()) as f64;
+    let (ma, mb) = (
+        a.iter().map(|&v| v as f64).sum::<f64>() / n,
+        b.iter().map(|&v| v as f64).sum::<f64>() / n,
+    );
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (*x as f64 - ma, *y as f64 - mb);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    (ab / (aa * bb).sqrt()) as f32
+}
+
+fn median(mut v: Vec<f32>) -> f32 {
+    v.sort_by(f32::total_cmp);
+    if v.is_empty() {
+        f32::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Where a width-pruned copy's sketches lose agreement: per matrix (paired by name, which the
+/// detector never does), the correlation of the registered form with the pruned copy's, and of
+/// an *oracle* registered form computed on the kept residual units only (all neurons), with the
+/// pruned copy's. Prints the medians. `(model, config)` pairs: a trained llama of the CI set
+/// and the real SmolLM2.
+#[test]
+#[ignore = "diagnosis: benches/impostors.sh"]
+fn width_pruning_diagnosis() {
+    use hallmark::fingerprint::extract::{sample_rows, SAMPLE_ROWS};
+    use hallmark::fingerprint::invariant::{sketch, sketch_tokens};
+    use ndarray::{Array2, Axis};
+    let ci = ensure(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &SetConfig::default(),
+        &|l| eprintln!("hallmark-train: {l}"),
+    )
+    .unwrap();
+    let llama = &ci.families[0];
+    let mut cases = vec![(
+        "trained llama (hidden 128) s0".to_string(),
+        ci.path(&llama.models[0].file),
+        zoo_config(&ci, llama),
+    )];
+    cases.push((
+        "SmolLM2-135M".into(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("test-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        Config::smollm2(),
+    ));
+    let mat = |t: &hallmark_testkit::zoo::ZTensor| {
+        Array2::from_shape_vec((t.shape[0], t.shape[1]), t.data.clone()).unwrap()
+    };
+    for (label, path, cfg) in cases {
+        let orig = ZModel::load(&path, cfg).unwrap();
+        for keep in [0.75f32, 0.875] {
+            let pruned = apply(&orig, Transform::WidthPrune(keep), 2320);
+            let h = cfg.hidden;
+            let emb = |m: &ZModel| {
+                mat(m
+                    .tensors
+                    .iter()
+                    .find(|t| t.name.contains("embed_tokens") || t.name.contains("token_embd"))
+                    .unwrap())
+            };
+            let (e, ep) = (emb(&orig), emb(&pruned));
+            let hp = ep.ncols();
+            // The kept residual units: each pruned column is an original column.
+            let kept: Vec<usize> = (0..hp)
+                .map(|j| {
+                    (0..h)
+                        .find(|&i| (0..8).all(|r| e[[r, i]] == ep[[r, j]]))
+                        .expect("pruned column not found")
+                })
+                .collect();
+            let tokens = sketch_tokens(&sample_rows(cfg.vocab, SAMPLE_ROWS));
+            let x = e.select(Axis(0), &tokens);
+            let xp = ep.select(Axis(0), &tokens);
+            let xs = x.select(Axis(1), &kept);
+            let (mut direct, mut oracle) = (Vec::new(), Vec::new());
+            for t in orig.tensors.iter().filter(|t| t.shape.len() == 2) {
+                if t.name.contains("embed_tokens") || t.name.contains("token_embd") {
+                    continue;
+                }
+                let Some(tp) = pruned.tensors.iter().find(|u| u.name == t.name) else {
+                    continue;
+                };
+                let (w, wp) = (mat(t), mat(tp));
+                for axis in 0..2 {
+                    if w.shape()[axis] != h || wp.shape()[axis] != hp {
+                        continue;
+                    }
+                    let (Some(a), Some(b), Some(c)) = (
+                        sketch(&w, axis, &x),
+                        sketch(&wp, axis, &xp),
+                        sketch(&w.select(Axis(axis), &kept), axis, &xs),
+                    ) else {
+                        continue;
+                    };
+                    direct.push(corr(&a, &b));
+                    oracle.push(corr(&c, &b));
+                }
+            }
+            eprintln!(
+                "{label}, width-pruned to {keep}: {} forms; median correlation with the pruned \
+                 copy's form: registered form {:.4}, registered form on the kept residual units \
+                 (oracle) {:.4}; smallest {:.4} / {:.4}",
+                direct.len(),
+                median(direct.clone()),
+                median(oracle.clone()),
+                direct.iter().copied().fold(f32::INFINITY, f32::min),
+                oracle.iter().copied().fold(f32::INFINITY, f32::min),
+            );
+        }
+    }
+}
+
+/// Issue 23: a Minitron-style width-pruned copy of a trained model (3/4 of the residual units
+/// and of each layer's neurons kept by weight norm and re-sorted, f16) against every
+/// independent model of its family in the CI set (`tests/trained.rs`), through the full test
+/// (identity tests, gate, symmetry line): matched or undecided against its parent, never "no
+/// match", and never matched to another seed.
+#[test]
+fn width_pruned_trained_copy() {
+    use hallmark::detect::ScoreVerdict;
+    let set = ensure(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &SetConfig::default(),
+        &|l| eprintln!("hallmark-train: {l}"),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for f in &set.families {
+        let ms = independent(f);
+        let orig = ZModel::load(&set.path(&ms[0].file), zoo_config(&set, f)).unwrap();
+        let pruned = apply(&orig, Transform::WidthPrune(0.75), 2320);
+        let p = tmp
+            .path()
+            .join(format!("{}-pruned.safetensors", ms[0].name));
+        std::fs::write(
+            &p,
+            export(&pruned, Export::Safetensors(DType::F16)).unwrap(),
+        )
+        .unwrap();
+        let sus = Suspect::open(&p).unwrap();
+        for (k, m) in ms.iter().enumerate() {
+            let fp = extract(&set.path(&m.file), &m.name).unwrap();
+            let t = sus.test(&fp).unwrap();
+            let score = t
+                .details
+                .get("symmetry")
+                .and_then(|s| s["score"].as_f64())
+                .unwrap_or(f64::NAN);
+            eprintln!(
+                "{} width-pruned to 3/4 -> {}: p_raw {:.3e}, symmetry score {score:.4}, {:?}",
+                ms[0].name, m.name, t.p_raw, t.score_verdict
+            );
+            if k == 0 {
+                // Inside the band the impostors occupy (measured in docs/fingerprint.md,
+                // "Width pruning"): undecided (exit 3), never "no match".
+                assert!(
+                    matches!(
+                        t.score_verdict,
+                        Some(ScoreVerdict::Match | ScoreVerdict::Undecided)
+                    ),
+                    "{:?}",
+                    t.details
+                );
+            } else {
+                assert_ne!(
+                    t.score_verdict,
+                    Some(ScoreVerdict::Match),
+                    "{:?}",
+                    t.details
+                );
+                assert!(t.p_raw > 1e-3);
+            }
+        }
+    }
 }
