@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hallmark_testkit::{ensure, plot, SetConfig};
+use hallmark_testkit::{ensure, plot, SetConfig, TrainedSet};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -71,14 +71,37 @@ fn main() -> ExitCode {
             f.child_steps = n / 4;
         }
     }
-    let set = match ensure(&root, &cfg, &|l| eprintln!("hallmark-train: {l}")) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("hallmark-train: {e}");
-            return ExitCode::from(2);
-        }
+    // The impostor population is cached one set per family, as `benches/impostors.sh` reads it.
+    let cfgs = if impostors.is_some() {
+        cfg.per_family()
+    } else {
+        vec![cfg.clone()]
     };
-    println!("set {} in {}", set.key, set.dir.display());
+    let mut sets = Vec::new();
+    for c in &cfgs {
+        match ensure(&root, c, &|l| eprintln!("hallmark-train: {l}")) {
+            Ok(s) => sets.push(s),
+            Err(e) => {
+                eprintln!("hallmark-train: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    for s in &sets {
+        println!("set {} in {}", s.key, s.dir.display());
+    }
+    // The sets as one (one figure, a panel per family).
+    let set = TrainedSet {
+        key: sets
+            .iter()
+            .map(|s| s.key.as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+        config: cfg,
+        families: sets.iter().flat_map(|s| s.families.clone()).collect(),
+        seconds: sets.iter().map(|s| s.seconds).sum(),
+        dir: sets.first().map(|s| s.dir.clone()).unwrap_or_default(),
+    };
     println!("generation wall time {:.1} s", set.seconds);
     for f in &set.families {
         println!(
