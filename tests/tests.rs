@@ -8,6 +8,7 @@ mod fingerprint;
 mod forgery;
 mod generate;
 mod hostile;
+mod impostors;
 mod mark;
 mod onnx;
 mod pki;

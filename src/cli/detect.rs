@@ -295,7 +295,7 @@ fn fingerprint_line(t: &KeyTest, p: &str, raw: &str) -> String {
     let num = |k: &str| sym.and_then(|s| s[k].as_f64()).unwrap_or(f64::NAN);
     let impostors = || {
         format!(
-            "largest impostor score {:.2} over {} pairs",
+            "largest impostor score {:.3} over {} pairs",
             num("largest_impostor_score"),
             sym.and_then(|s| s["impostor_pairs"].as_u64()).unwrap_or(0)
         )

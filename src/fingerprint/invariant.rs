@@ -40,19 +40,22 @@ pub const SKETCH_TOKENS: usize = 32;
 /// Largest token count a fingerprint may declare (bounds the work a hostile file can ask for).
 pub const MAX_SKETCH_TOKENS: usize = 256;
 
-/// Score from which a suspect is a symmetry match ("derived up to ..."). Independently trained
-/// small models that share a tokenizer and data score up to 0.969 (docs/fingerprint.md,
-/// "Impostors"): their forms share a strong low-rank token structure. The threshold sits above
-/// every impostor measured; exact and re-quantized disguised copies of the real models score
-/// 0.996 to 1.000.
+/// Score from which a suspect is a symmetry match ("derived up to ..."). It was set above the
+/// first 40 impostor pairs measured (up to 0.969); the larger population measured since
+/// (docs/fingerprint.md, "Impostors": 1,064 ordered pairs of three small trained families)
+/// crosses it: 26 of the 56 pairs of small bert-like models on their full-vocabulary files
+/// score 0.990 to 0.993. Disguised copies of the real models score 0.996 to 1.000, of the
+/// trained ones 0.9985 to 1.000. Left here pending a fix of the statistic (the doc says where
+/// the impostors' agreement comes from), not because the margin holds.
 pub const MATCH_SCORE: f32 = 0.99;
 /// Scores from here up to [`MATCH_SCORE`] are where impostor data cannot tell copies from
-/// independent models (the measured impostors score 0.77 to 0.97): undecided (exit 3), never
+/// independent models (the measured impostors score 0.73 to 0.99): undecided (exit 3), never
 /// "no match".
 pub const UNDECIDED_SCORE: f32 = 0.5;
 /// The largest impostor score measured, and over how many ordered impostor pairs
-/// (docs/fingerprint.md, "Impostors"; `tests/trained.rs` re-measures it on the full set).
-pub const LARGEST_IMPOSTOR: (f32, usize) = (0.969, 40);
+/// (docs/fingerprint.md, "Impostors"; `benches/impostors.sh` and
+/// `tests/trained.rs::symmetry_line_impostor_scores` re-measure it).
+pub const LARGEST_IMPOSTOR: (f32, usize) = (0.993, 1064);
 
 /// `S(W)` of a matrix `m` (stored `rows x cols`) whose `axis` has the residual size, on token rows
 /// `x` (`t x H`): strict upper triangle, scaled to unit RMS. `None` when it is all zero.

@@ -100,6 +100,7 @@ fn shape(layers: usize, seq: usize) -> Shape {
         heads: 12,
         ffn: 1536,
         seq,
+        kv_heads: None,
     }
 }
 

@@ -30,6 +30,10 @@ pub enum Family {
     Llama,
     /// Learned positions, LayerNorm, GELU MLP, masked-LM loss with a tied decoder (as BERT).
     Bert,
+    /// The llama recipe with grouped-query attention (fewer key/value heads than query heads,
+    /// as SmolLM2 itself), tied embeddings, SmolLM2's tokenizer: the third shape of the
+    /// impostor population.
+    Gqa,
 }
 
 impl Family {
@@ -38,6 +42,7 @@ impl Family {
         match self {
             Family::Llama => "llama",
             Family::Bert => "bert",
+            Family::Gqa => "gqa",
         }
     }
 }
@@ -55,6 +60,17 @@ pub struct Shape {
     pub ffn: usize,
     /// Tokens per training sequence.
     pub seq: usize,
+    /// Key/value heads of grouped-query attention (`None`: as many as `heads`). Skipped when
+    /// absent, so the configurations written before it hash as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_heads: Option<usize>,
+}
+
+impl Shape {
+    /// Key/value heads.
+    pub fn kv(&self) -> usize {
+        self.kv_heads.unwrap_or(self.heads)
+    }
 }
 
 /// The trainable parameters, by their saved names (the embedding compact).
@@ -97,7 +113,7 @@ impl Params {
 /// Name of the token embedding.
 pub fn embedding_name(f: Family) -> &'static str {
     match f {
-        Family::Llama => "model.embed_tokens.weight",
+        Family::Llama | Family::Gqa => "model.embed_tokens.weight",
         Family::Bert => "embeddings.word_embeddings.weight",
     }
 }
@@ -106,15 +122,16 @@ pub fn embedding_name(f: Family) -> &'static str {
 /// 1 ones, 2 zeros. The MLM output bias is vocabulary-sized (`v` = compact vocabulary).
 fn layout(f: Family, s: &Shape, v: usize) -> Vec<(String, Vec<usize>, u8)> {
     let (h, ff) = (s.hidden, s.ffn);
+    let kvd = s.kv() * (h / s.heads);
     let mut out = Vec::new();
     let mut p = |n: String, shape: Vec<usize>, i: u8| out.push((n, shape, i));
     match f {
-        Family::Llama => {
+        Family::Llama | Family::Gqa => {
             for l in 0..s.layers {
                 let b = format!("model.layers.{l}");
                 p(format!("{b}.input_layernorm.weight"), vec![h], 1);
-                for m in ["q", "k", "v", "o"] {
-                    p(format!("{b}.self_attn.{m}_proj.weight"), vec![h, h], 0);
+                for (m, rows) in [("q", h), ("k", kvd), ("v", kvd), ("o", h)] {
+                    p(format!("{b}.self_attn.{m}_proj.weight"), vec![rows, h], 0);
                 }
                 p(format!("{b}.post_attention_layernorm.weight"), vec![h], 1);
                 p(format!("{b}.mlp.gate_proj.weight"), vec![ff, h], 0);
@@ -242,7 +259,7 @@ pub fn batch(
     let dev = Device::Cpu;
     let t = s.seq;
     let span = match f {
-        Family::Llama => t + 1,
+        Family::Llama | Family::Gqa => t + 1,
         Family::Bert => t,
     };
     if text.len() <= span {
@@ -254,7 +271,7 @@ pub fn batch(
         windows.extend_from_slice(&text[at..at + span]);
     }
     match f {
-        Family::Llama => {
+        Family::Llama | Family::Gqa => {
             let w = Tensor::from_vec(windows, (n, span), &dev)?;
             Ok(Batch {
                 input: w.narrow(1, 0, t)?.contiguous()?,
@@ -329,6 +346,25 @@ fn heads(x: &Tensor, b: usize, s: &Shape) -> Result<Tensor, KitError> {
     let hd = s.hidden / s.heads;
     Ok(x.reshape((b, s.seq, s.heads, hd))?
         .transpose(1, 2)?
+        .contiguous()?)
+}
+
+/// Key/value rows `[rows, kv * head_dim]` -> `[batch, heads, seq, head_dim]`, each key/value
+/// head repeated for the `heads / kv` query heads it serves (Hugging Face `repeat_kv`: query
+/// head `i` reads key/value head `i / (heads / kv)`).
+fn kv_heads(x: &Tensor, b: usize, s: &Shape) -> Result<Tensor, KitError> {
+    let (hd, kv) = (s.hidden / s.heads, s.kv());
+    let rep = s.heads / kv;
+    if rep == 1 {
+        return heads(x, b, s);
+    }
+    let x = x
+        .reshape((b, s.seq, kv, hd))?
+        .transpose(1, 2)?
+        .unsqueeze(2)?;
+    let copies: Vec<&Tensor> = (0..rep).map(|_| &x).collect();
+    Ok(Tensor::cat(&copies, 2)?
+        .reshape((b, s.heads, s.seq, hd))?
         .contiguous()?)
 }
 
@@ -481,14 +517,14 @@ pub fn loss(f: Family, p: &Params, s: &Shape, k: &Consts, bt: &Batch) -> Result<
     }
     let emb = p.get(embedding_name(f))?;
     let logits = match f {
-        Family::Llama => {
+        Family::Llama | Family::Gqa => {
             let mut x = emb.index_select(&bt.input.flatten_all()?, 0)?;
             for l in 0..s.layers {
                 let n = |m: &str| format!("model.layers.{l}.{m}");
                 let h = rms_norm(&x, p.get(&n("input_layernorm.weight"))?)?;
                 let q = heads(&linear(&h, p.get(&n("self_attn.q_proj.weight"))?)?, b, s)?;
-                let kk = heads(&linear(&h, p.get(&n("self_attn.k_proj.weight"))?)?, b, s)?;
-                let v = heads(&linear(&h, p.get(&n("self_attn.v_proj.weight"))?)?, b, s)?;
+                let kk = kv_heads(&linear(&h, p.get(&n("self_attn.k_proj.weight"))?)?, b, s)?;
+                let v = kv_heads(&linear(&h, p.get(&n("self_attn.v_proj.weight"))?)?, b, s)?;
                 let q = rope(&q, &k.cos, &k.sin)?;
                 let kk = rope(&kk, &k.cos, &k.sin)?;
                 let y = attention(&q, &kk, &v, Some(&k.causal), b, s)?;

@@ -1,22 +1,28 @@
-//! `hallmark-train [--plot PNG] [--steps N]`: train (or read from the cache) the set of independently
-//! trained models and print where it is, its losses and its wall time; `--plot` also draws the
-//! loss curves.
+//! `hallmark-train [--impostors SEEDS] [--plot PNG] [--steps N]`: train (or read from the cache)
+//! the set of independently trained models and print where it is, its losses and its wall time;
+//! `--plot` also draws the loss curves. `--impostors` trains the larger impostor population of
+//! the symmetry-invariant line instead (three families x SEEDS; `benches/impostors.sh`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hallmark_testkit::{ensure, plot, SetConfig};
+use hallmark_testkit::{ensure, plot, SetConfig, TrainedSet};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut plot_to = None;
     let mut steps = None;
+    let mut impostors = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--plot" => match it.next() {
                 Some(p) => plot_to = Some(PathBuf::from(p)),
                 None => return usage("--plot needs a path"),
+            },
+            "--impostors" => match it.next().and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if n >= 2 => impostors = Some(n),
+                _ => return usage("--impostors needs a number of seeds of at least 2"),
             },
             "--steps" => match it.next().and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) if n >= 4 => steps = Some(n),
@@ -51,28 +57,51 @@ fn main() -> ExitCode {
                 };
             }
             "-h" | "--help" => {
-                println!("usage: hallmark-train [--plot PNG] [--steps N]");
+                println!("usage: hallmark-train [--impostors SEEDS] [--plot PNG] [--steps N]");
                 return ExitCode::SUCCESS;
             }
             other => return usage(&format!("unexpected argument `{other}`")),
         }
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut cfg = SetConfig::default();
+    let mut cfg = impostors.map_or_else(SetConfig::default, SetConfig::impostors);
     if let Some(n) = steps {
         for f in &mut cfg.families {
             f.steps = n;
             f.child_steps = n / 4;
         }
     }
-    let set = match ensure(&root, &cfg, &|l| eprintln!("hallmark-train: {l}")) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("hallmark-train: {e}");
-            return ExitCode::from(2);
-        }
+    // The impostor population is cached one set per family, as `benches/impostors.sh` reads it.
+    let cfgs = if impostors.is_some() {
+        cfg.per_family()
+    } else {
+        vec![cfg.clone()]
     };
-    println!("set {} in {}", set.key, set.dir.display());
+    let mut sets = Vec::new();
+    for c in &cfgs {
+        match ensure(&root, c, &|l| eprintln!("hallmark-train: {l}")) {
+            Ok(s) => sets.push(s),
+            Err(e) => {
+                eprintln!("hallmark-train: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    for s in &sets {
+        println!("set {} in {}", s.key, s.dir.display());
+    }
+    // The sets as one (one figure, a panel per family).
+    let set = TrainedSet {
+        key: sets
+            .iter()
+            .map(|s| s.key.as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+        config: cfg,
+        families: sets.iter().flat_map(|s| s.families.clone()).collect(),
+        seconds: sets.iter().map(|s| s.seconds).sum(),
+        dir: sets.first().map(|s| s.dir.clone()).unwrap_or_default(),
+    };
     println!("generation wall time {:.1} s", set.seconds);
     for f in &set.families {
         println!(
@@ -114,6 +143,8 @@ fn main() -> ExitCode {
 }
 
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("hallmark-train: {msg}\nusage: hallmark-train [--plot PNG] [--steps N]");
+    eprintln!(
+        "hallmark-train: {msg}\nusage: hallmark-train [--impostors SEEDS] [--plot PNG] [--steps N]"
+    );
     ExitCode::from(2)
 }
