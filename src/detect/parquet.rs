@@ -145,6 +145,12 @@ impl TextColumn {
         };
         let batch = batch.map_err(|e| bad(&self.path, e))?;
         let col = batch.column(0);
+        // parquet-rs builds string arrays unchecked in release builds, and some pages reach
+        // that point with bytes that are not UTF-8 (found by fuzzing): validate before any value
+        // is read as `str`, so such a file is an error, never undefined behaviour.
+        col.to_data()
+            .validate_full()
+            .map_err(|e| bad(&self.path, format!("rows from {}: {e}", self.row)))?;
         let first = self.row;
         let texts: Vec<Option<String>> = if let Some(a) = col.as_string_opt::<i32>() {
             a.iter().map(|t| t.map(str::to_owned)).collect()

@@ -40,16 +40,17 @@ pub const SKETCH_TOKENS: usize = 32;
 /// Largest token count a fingerprint may declare (bounds the work a hostile file can ask for).
 pub const MAX_SKETCH_TOKENS: usize = 256;
 
-/// Score from which a suspect is a symmetry match ("derived up to ..."). It was set above the
-/// first 40 impostor pairs measured (up to 0.969); the larger population measured since
-/// (docs/fingerprint.md, "Impostors": 1,064 ordered pairs of three small trained families)
-/// crosses it: 26 of the 56 pairs of small bert-like models on their full-vocabulary files
-/// score 0.990 to 0.993. Disguised copies of the real models score 0.996 to 1.000, of the
-/// trained ones 0.9985 to 1.000. Left here pending a fix of the statistic (the doc says where
-/// the impostors' agreement comes from), not because the margin holds.
-pub const MATCH_SCORE: f32 = 0.99;
+/// Score from which a suspect is a symmetry match ("derived up to ..."). First set to 0.99 above
+/// 40 impostor pairs (up to 0.969); the larger population measured since (docs/fingerprint.md,
+/// "Impostors": 1,064 ordered pairs of three small trained families) crossed it: 26 pairs of
+/// barely trained bert-like models, on their full-vocabulary files, score 0.990 to 0.993. Raised
+/// to 0.995 so that no measured impostor is called derived. The value was chosen after seeing
+/// that population, so its false-match bound is optimistic until a population it was not fitted
+/// to confirms it; disguised copies of the real models score 0.996 to 1.000 and of the trained
+/// ones 0.9985 to 1.000, a thin margin the verdict reports (largest impostor score).
+pub const MATCH_SCORE: f32 = 0.995;
 /// Scores from here up to [`MATCH_SCORE`] are where impostor data cannot tell copies from
-/// independent models (the measured impostors score 0.73 to 0.99): undecided (exit 3), never
+/// independent models (the measured impostors score 0.73 to 0.993): undecided (exit 3), never
 /// "no match".
 pub const UNDECIDED_SCORE: f32 = 0.5;
 /// The largest impostor score measured, and over how many ordered impostor pairs
