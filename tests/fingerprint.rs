@@ -491,7 +491,8 @@ fn malformed_fingerprints_are_refused() {
     let t = Suspect::open(&p).unwrap().test(&v2).unwrap();
     assert!(t.p_raw < 1e-30, "{}", t.p_raw);
     // Invariant sketches: tokens outside the sampled rows, a wrong axis, too many tokens, or a
-    // truncated sketch are refused.
+    // truncated sketch are refused. Every array is decoded when the file is read (issue 25): a
+    // damaged one is refused then, never found in the middle of a comparison.
     assert!(good
         .invariant
         .as_ref()
@@ -509,8 +510,7 @@ fn malformed_fingerprints_are_refused() {
     bad.invariant.as_mut().unwrap().sketches[0]
         .plain
         .truncate(8);
-    let bad = Fingerprint::from_json(&json(&bad)).unwrap();
-    assert!(bad.sketches().is_err());
+    assert!(Fingerprint::from_json(&json(&bad)).is_err());
     assert!(!good.ffn.is_empty());
     let mut bad = good.clone();
     bad.ffn[0].neurons = bad.ffn[0].shape[0] + bad.ffn[0].shape[1];
@@ -520,8 +520,7 @@ fn malformed_fingerprints_are_refused() {
     assert!(Fingerprint::from_json(&json(&bad)).is_err());
     let mut bad = good.clone();
     bad.ffn[0].values.truncate(10);
-    let bad = Fingerprint::from_json(&json(&bad)).unwrap();
-    assert!(bad.neuron_block(0).is_err());
+    assert!(Fingerprint::from_json(&json(&bad)).is_err());
     let mut bad = good.clone();
     bad.embedding.rows.reverse();
     assert!(Fingerprint::from_json(&json(&bad)).is_err());
@@ -535,13 +534,10 @@ fn malformed_fingerprints_are_refused() {
     bad.invariant = None;
     bad.hidden = usize::MAX;
     bad.probe_units = usize::MAX;
-    let bad = Fingerprint::from_json(&json(&bad)).unwrap();
-    assert!(bad.embedding_rows().is_err());
+    assert!(Fingerprint::from_json(&json(&bad)).is_err());
     let mut bad = good.clone();
     bad.embedding.values.truncate(100);
-    let bad = Fingerprint::from_json(&json(&bad)).unwrap();
-    let s = Suspect::open(&p).unwrap();
-    assert!(s.test(&bad).is_err());
+    assert!(Fingerprint::from_json(&json(&bad)).is_err());
 }
 
 /// Fingerprints are deterministic and small: same model, same bytes.
