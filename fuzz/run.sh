@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 runs="${1:-10000000}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors_header gguf bundle registry_entry sigstore_bundle trusted_root reuse_state pem_chain parquet)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors_header gguf bundle registry_entry sigstore_bundle trusted_root reuse_state pem_chain parquet jsonl_lines parquet_page_header)
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   # Inputs stay small enough for speed; the parsers' size limits are tested separately

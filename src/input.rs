@@ -312,6 +312,33 @@ impl<R: BufRead> Lines<R> {
     }
 }
 
+/// One JSON Lines document: only `text` is built; other fields are skipped.
+#[derive(serde::Deserialize)]
+struct Doc {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// The text of one JSON Lines line (`{"text": ...}`), or why the line is unusable (not an
+/// object, no string `text`, or a text over [`MAX_TEXT_BYTES`]).
+pub fn jsonl_document(line: &str) -> Result<String, String> {
+    let doc: Doc = serde_json::from_str(line)
+        .map_err(|e| format!("not a JSON object with a string field `text`: {e}"))?;
+    let text = doc.text.ok_or("no string field `text`")?;
+    check_text_len(text)
+}
+
+/// A document over [`MAX_TEXT_BYTES`] is an error for that document alone.
+pub fn check_text_len(text: String) -> Result<String, String> {
+    if text.len() as u64 > MAX_TEXT_BYTES {
+        return Err(format!(
+            "`text` is {} bytes, over the {MAX_TEXT_BYTES}-byte limit for a text document",
+            text.len()
+        ));
+    }
+    Ok(text)
+}
+
 /// `#[serde(deserialize_with = ...)]` helper: a JSON array read into a `Vec` of at most `N`
 /// elements. The element past the limit is refused before it is built, and the vector never
 /// trusts a size hint, so an attacker's array costs at most `N` elements of memory.

@@ -570,6 +570,24 @@ fn fuzz_target_accepts(target: &str, name: &str, data: &[u8]) -> Result<(), Stri
             while col.next_batch().map_err(|x| e(&x))?.is_some() {}
             Ok(())
         }
+        "jsonl_lines" => {
+            let mut lines =
+                hallmark::input::Lines::new(std::io::BufReader::with_capacity(7, data), 1024);
+            let mut bad = Vec::new();
+            while let Some((n, line)) = lines.next_line().map_err(|x| e(&x))? {
+                if let Err(m) = line.and_then(|l| hallmark::input::jsonl_document(&l)) {
+                    bad.push(format!("line {n}: {m}"));
+                }
+            }
+            if bad.is_empty() {
+                Ok(())
+            } else {
+                Err(bad.join("; "))
+            }
+        }
+        "parquet_page_header" => hallmark::detect::parquet::parse_page_header(data)
+            .map(|_| ())
+            .map_err(|x| format!("{x:?}")),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -590,6 +608,8 @@ fn fuzz_regression_corpus_replays() {
         "reuse_state",
         "pem_chain",
         "parquet",
+        "jsonl_lines",
+        "parquet_page_header",
     ] {
         let dir = root.join(target);
         let mut names: Vec<String> = std::fs::read_dir(&dir)

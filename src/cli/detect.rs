@@ -85,7 +85,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 let input = format!("{}:{n}", jsonl.display());
-                let doc = line.and_then(|l| document_of(&l));
+                let doc = line.and_then(|l| hallmark::input::jsonl_document(&l));
                 batch_bytes += doc.as_ref().map_or(0, String::len);
                 docs.push((input, doc));
             }
@@ -108,7 +108,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 .map(|(row, text)| {
                     let input = format!("{}:{}", pq.display(), row + 1);
                     let text = text.ok_or_else(|| format!("`{column}` is null"));
-                    (input, text.and_then(check_text_len))
+                    (input, text.and_then(hallmark::input::check_text_len))
                 })
                 .collect();
             for s in test_batch(&mut docs, &registry, a.alpha, a.json)? {
@@ -136,33 +136,6 @@ const BATCH: usize = 1024;
 
 /// Text bytes tested together: a batch ends at [`BATCH`] documents or this many bytes.
 const BATCH_BYTES: usize = 8 << 20;
-
-/// One JSON Lines document: only `text` is built; other fields are skipped.
-#[derive(serde::Deserialize)]
-struct Doc {
-    #[serde(default)]
-    text: Option<String>,
-}
-
-/// The text of one `--jsonl` line, or why the line is unusable.
-fn document_of(line: &str) -> Result<String, String> {
-    let doc: Doc = serde_json::from_str(line)
-        .map_err(|e| format!("not a JSON object with a string field `text`: {e}"))?;
-    let text = doc.text.ok_or("no string field `text`")?;
-    check_text_len(text)
-}
-
-/// A document over the text cap is an error for that document alone.
-fn check_text_len(text: String) -> Result<String, String> {
-    let cap = hallmark::input::MAX_TEXT_BYTES;
-    if text.len() as u64 > cap {
-        return Err(format!(
-            "`text` is {} bytes, over the {cap}-byte limit for a text document",
-            text.len()
-        ));
-    }
-    Ok(text)
-}
 
 /// Test a batch of documents (`(input, text or why it is unusable)`) in parallel, print the
 /// results in order, empty the batch, and return each document's status.

@@ -11,6 +11,18 @@ use super::{
 };
 use crate::fsutil::{write_atomic, WriteMode};
 
+/// A weight-mark key file as read: typed, unknown fields skipped without being built.
+#[derive(serde::Deserialize)]
+struct KeyFile {
+    format: Option<String>,
+    version: Option<u64>,
+    scheme: Option<String>,
+    strength: Option<f64>,
+    fraction: Option<f64>,
+    key: Option<String>,
+    id: Option<String>,
+}
+
 /// A secret weight-mark key. Its bytes are zeroized on drop and never printed.
 #[derive(Clone)]
 pub struct WeightKey {
@@ -109,30 +121,30 @@ impl WeightKey {
             path: path.to_path_buf(),
             reason,
         };
-        let mut v: serde_json::Value =
+        let mut v: KeyFile =
             serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
         let result = (|| {
-            let field = |k: &str| v.get(k);
-            if field("format").and_then(|f| f.as_str()) != Some("hallmark-wmkey") {
+            if v.format.as_deref() != Some("hallmark-wmkey") {
                 return Err(bad("`format` is not `hallmark-wmkey`".into()));
             }
-            match field("version").and_then(|f| f.as_u64()) {
+            match v.version {
                 Some(KEY_VERSION) => {}
                 Some(other) => return Err(bad(format!("unsupported version {other}"))),
                 None => return Err(bad("missing `version`".into())),
             }
-            let scheme = field("scheme").and_then(|f| f.as_str()).unwrap_or("");
+            let scheme = v.scheme.as_deref().unwrap_or("");
             if scheme != SCHEME {
                 return Err(bad(format!("scheme is `{scheme}`, not `{SCHEME}`")));
             }
-            let strength = field("strength")
-                .and_then(|f| f.as_f64())
+            let strength = v
+                .strength
                 .ok_or_else(|| bad("missing numeric `strength`".into()))?;
-            let fraction = field("fraction")
-                .and_then(|f| f.as_f64())
+            let fraction = v
+                .fraction
                 .ok_or_else(|| bad("missing numeric `fraction`".into()))?;
-            let hexkey = field("key")
-                .and_then(|f| f.as_str())
+            let hexkey = v
+                .key
+                .as_deref()
                 .ok_or_else(|| bad("missing `key`".into()))?;
             let mut secret = Zeroizing::new([0u8; 32]);
             hex::decode_to_slice(hexkey, &mut secret[..])
@@ -143,7 +155,7 @@ impl WeightKey {
                 fraction,
             };
             key.check().map_err(bad)?;
-            if let Some(id) = field("id").and_then(|f| f.as_str()) {
+            if let Some(id) = v.id.as_deref() {
                 if id != key.id() {
                     return Err(bad("`id` does not match `key` (file damaged?)".into()));
                 }
@@ -151,7 +163,7 @@ impl WeightKey {
             Ok(key)
         })();
         // Wipe the parsed copy of the secret.
-        if let Some(serde_json::Value::String(s)) = v.get_mut("key") {
+        if let Some(s) = v.key.as_mut() {
             s.zeroize();
         }
         result

@@ -31,6 +31,9 @@ pub const MAX_DEPTH: usize = 8;
 /// Largest registry file read (a key with an embedded tokenizer is a few MB).
 pub const MAX_ENTRY_BYTES: u64 = crate::input::Kind::RegistryEntry.cap();
 
+/// Most bytes read from one registry in all (entries past it are problems, named).
+pub const MAX_REGISTRY_BYTES: u64 = 128 << 20;
+
 /// The sample text a key's tokenizer must round-trip at registration.
 const SAMPLE_TEXT: &str = "The quick brown fox jumps over the lazy dog, 12 times in 2024.";
 
@@ -200,8 +203,24 @@ impl Registry {
         let mut problems = Vec::new();
         scan(dir, top, 0, &mut found, &mut problems);
         let mut entries = Vec::new();
+        let mut total = 0u64;
         for mut e in found {
-            let bytes = match read_entry(&e.path) {
+            let read = read_entry(&e.path).and_then(|b| {
+                // The registry as a whole is bounded too: entries past the budget are named,
+                // not read.
+                total = total.saturating_add(b.len() as u64);
+                if total > MAX_REGISTRY_BYTES {
+                    return Err(invalid(
+                        &e.path,
+                        format!(
+                            "not read: the registry's entries exceed {MAX_REGISTRY_BYTES} bytes \
+                             in all"
+                        ),
+                    ));
+                }
+                Ok(b)
+            });
+            let bytes = match read {
                 Ok(b) => zeroize::Zeroizing::new(b),
                 Err(err) => {
                     problems.push(Problem {

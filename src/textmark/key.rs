@@ -98,6 +98,31 @@ impl TokenizerSpec {
     }
 }
 
+/// A key file as read: every field optional (so a missing one gets its own message), unknown
+/// fields skipped.
+#[derive(serde::Deserialize)]
+struct KeyFile {
+    format: Option<String>,
+    version: Option<u64>,
+    scheme: Option<String>,
+    gamma: Option<f64>,
+    delta: Option<f64>,
+    prf_version: Option<u64>,
+    context: Option<String>,
+    context_width: Option<u64>,
+    key: Option<String>,
+    tokenizer: Option<TokenizerFile>,
+}
+
+/// The `tokenizer` object of a key file.
+#[derive(serde::Deserialize)]
+struct TokenizerFile {
+    json: Option<String>,
+    blake3: Option<String>,
+    source: Option<String>,
+    vocab_size: Option<u64>,
+}
+
 /// A secret text watermark key.
 #[derive(Clone)]
 pub struct WatermarkKey {
@@ -173,15 +198,18 @@ impl WatermarkKey {
     }
 
     /// Parse key file bytes. A key of a non-text scheme (`weights`) is [`TextmarkError::NotText`].
+    ///
+    /// The bytes are read into a typed struct: fields hallmark does not use are skipped without
+    /// being built, so a hostile key file costs no more memory than its own size.
     pub fn from_json(bytes: &[u8]) -> Result<Self, TextmarkError> {
         let bad = |m: &str| TextmarkError::BadKey(m.to_string());
-        let mut v: Value = serde_json::from_slice(bytes)
+        let mut v: KeyFile = serde_json::from_slice(bytes)
             .map_err(|e| TextmarkError::BadKey(format!("not JSON: {e}")))?;
         let result = (|| {
-            if v.get("format").and_then(Value::as_str) != Some(KEY_FORMAT) {
+            if v.format.as_deref() != Some(KEY_FORMAT) {
                 return Err(bad("`format` is not `hallmark-wmkey`"));
             }
-            match v.get("version").and_then(Value::as_u64) {
+            match v.version {
                 Some(KEY_VERSION) => {}
                 Some(n) => {
                     return Err(TextmarkError::BadKey(format!(
@@ -190,25 +218,16 @@ impl WatermarkKey {
                 }
                 None => return Err(bad("missing `version`")),
             }
-            let scheme_name = v
-                .get("scheme")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("missing `scheme`"))?;
+            let scheme_name = v.scheme.as_deref().ok_or_else(|| bad("missing `scheme`"))?;
             let scheme = match scheme_name {
                 "kgw" => SchemeParams::Kgw {
-                    gamma: v
-                        .get("gamma")
-                        .and_then(Value::as_f64)
-                        .ok_or_else(|| bad("kgw key without `gamma`"))?,
-                    delta: v
-                        .get("delta")
-                        .and_then(Value::as_f64)
-                        .ok_or_else(|| bad("kgw key without `delta`"))?,
+                    gamma: v.gamma.ok_or_else(|| bad("kgw key without `gamma`"))?,
+                    delta: v.delta.ok_or_else(|| bad("kgw key without `delta`"))?,
                 },
                 "gumbel" => SchemeParams::Gumbel,
                 other => return Err(TextmarkError::NotText(other.to_string())),
             };
-            match v.get("prf_version").and_then(Value::as_u64) {
+            match v.prf_version {
                 Some(n) if n == PRF_VERSION as u64 => {}
                 Some(n) => {
                     return Err(TextmarkError::BadKey(format!(
@@ -218,52 +237,41 @@ impl WatermarkKey {
                 None => return Err(bad("missing `prf_version`")),
             }
             let h = v
-                .get("context_width")
-                .and_then(Value::as_u64)
+                .context_width
                 .ok_or_else(|| bad("missing `context_width`"))? as usize;
-            let rule = match v.get("context").and_then(Value::as_str) {
+            let rule = match v.context.as_deref() {
                 Some("left") => ContextRule::Left(h),
                 Some("min") => ContextRule::Min(h),
                 _ => return Err(bad("`context` must be `left` or `min`")),
             };
-            let hex_key = v
-                .get("key")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("missing `key`"))?;
+            let hex_key = v.key.as_deref().ok_or_else(|| bad("missing `key`"))?;
             let mut secret = Zeroizing::new([0u8; 32]);
             hex::decode_to_slice(hex_key, secret.as_mut())
                 .map_err(|_| bad("`key` must be 64 hex digits"))?;
             let t = v
-                .get("tokenizer")
+                .tokenizer
+                .take()
                 .ok_or_else(|| bad("missing `tokenizer`"))?;
             let json: Arc<str> = t
-                .get("json")
-                .and_then(Value::as_str)
+                .json
                 .ok_or_else(|| bad("missing `tokenizer.json`"))?
                 .into();
-            let blake = t
-                .get("blake3")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("missing `tokenizer.blake3`"))?;
+            let blake = t.blake3.ok_or_else(|| bad("missing `tokenizer.blake3`"))?;
             if blake3::hash(json.as_bytes()).to_hex().as_str() != blake {
                 return Err(bad(
                     "the embedded tokenizer does not match its `blake3` (damaged key file)",
                 ));
             }
             let tokenizer = TokenizerSpec {
-                source: t
-                    .get("source")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                vocab_size: t.get("vocab_size").and_then(Value::as_u64).unwrap_or(0) as usize,
-                blake3: blake.to_string(),
+                source: t.source.unwrap_or_default(),
+                vocab_size: t.vocab_size.unwrap_or(0) as usize,
+                blake3: blake,
                 json,
             };
             Self::from_parts(secret, scheme, rule, tokenizer)
         })();
-        // The parsed tree holds a copy of the secret's hex.
-        if let Some(Value::String(s)) = v.get_mut("key") {
+        // The parsed struct holds a copy of the secret's hex.
+        if let Some(s) = v.key.as_mut() {
             s.zeroize();
         }
         result

@@ -1,6 +1,7 @@
 """hallmark.Registry against the CLI: identical verdicts and p-values; errors as exceptions."""
 
 import json
+import time
 import os
 
 import pytest
@@ -99,3 +100,34 @@ def test_damaged_registry_entry_is_an_error_result(registry, tmp_path):
     assert any("error" in t for t in r["results"])
     cli = cli_detect_texts(["word " * 300], d, tmp_path)
     same_verdicts([r], cli)
+
+
+def test_fifo_key_and_entries_swapped_after_open_never_block(registry, tmp_path):
+    """Issue 25: `WatermarkKey.load(fifo)` is refused at once (it used to block holding the
+    GIL), and a registry entry swapped for a FIFO after `Registry()` changes nothing: entries
+    are read once, when the registry is opened, and never re-read."""
+    import os
+    import shutil
+
+    fifo = tmp_path / "k.wmkey"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    with pytest.raises(hallmark.InputError, match=r"not a regular file \(a FIFO\)") as e:
+        hallmark.WatermarkKey.load(fifo)
+    assert "k.wmkey" in str(e.value)
+    d = tmp_path / "keys"
+    shutil.copytree(registry["dir"], d)
+    reg = hallmark.Registry(d)
+    before = reg.detect_text("word " * 300)
+    for p in d.rglob("*.wmkey"):
+        p.unlink()
+        os.mkfifo(p)
+    after = reg.detect_text("word " * 300)
+    assert [(r["name"], r["p_value"]) for r in after["results"]] == [
+        (r["name"], r["p_value"]) for r in before["results"]
+    ]
+    # A registry opened now names each FIFO as unusable (exit-2 semantics: status error).
+    r = hallmark.Registry(d).detect_text("word " * 300)
+    assert r["status"] == "error"
+    assert sum("a FIFO" in (t.get("error") or "") for t in r["results"]) == 2
+    assert time.monotonic() - t0 < 60
